@@ -150,9 +150,9 @@ class Sentence:
 
 @dataclass
 class Image:
-    """One image: ``size`` = (width, height) of the original file; ``path`` may be None (annotations only)."""
+    """One image: ``size`` = (width, height) of the file, None when only annotations are loaded; ``path`` likewise."""
     id: str
-    size: tuple[int, int]
+    size: tuple[int, int] | None
     events: tuple[ImageEvent, ...] = ()
     path: str | None = None
 

@@ -210,3 +210,162 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     *TASK_TOKENS.values(), *TYPE_TOKENS.values(), *ROLE_TOKENS.values(), *REL_TOKENS.values(),
     *LOC_TOKENS, *OCC_TOKENS.values(), HEAD, TAIL, SEP, YES, NO, IMAGE,
 )
+
+_TYPE_OF = {tok: t for t, tok in TYPE_TOKENS.items()}
+_ROLE_OF = {tok: r for r, tok in ROLE_TOKENS.items()}
+_REL_OF = {tok: label for label, tok in REL_TOKENS.items()}
+_LOC_OF = {tok: k for k, tok in enumerate(LOC_TOKENS)}
+_OCC_OF = {tok: k for k, tok in OCC_TOKENS.items()}
+_SPECIAL = frozenset(SPECIAL_TOKENS)
+
+
+# ----------------------------------------------------------------------------- boxes <-> location tokens
+def box_to_tokens(box: Box, size: tuple[int, int]) -> list[str]:
+    """Quantise a box of an image of ``size`` = (W, H) to 4 location tokens (rule: module docstring)."""
+    scale = NUM_BINS / max(size)
+    k1 = [min(max(math.floor(v * scale), 0), NUM_BINS - 1) for v in (box.x1, box.y1)]
+    k2 = [min(max(math.ceil(v * scale) - 1, k), NUM_BINS - 1) for v, k in zip((box.x2, box.y2), k1)]
+    return [LOC_TOKENS[k] for k in (k1[0], k1[1], k2[0], k2[1])]
+
+
+def tokens_to_box(tokens: Sequence[str], size: tuple[int, int]) -> Box:
+    """Inverse of ``box_to_tokens``: the area the bins cover, clipped to the image (swapped if reversed)."""
+    kx1, ky1, kx2, ky2 = (_LOC_OF[t] for t in tokens)
+    kx1, kx2 = min(kx1, kx2), max(kx1, kx2)
+    ky1, ky2 = min(ky1, ky2), max(ky1, ky2)
+    side = max(size) / NUM_BINS
+    w, h = size
+    return Box(kx1 * side, ky1 * side, min((kx2 + 1) * side, w), min((ky2 + 1) * side, h))
+
+
+# ----------------------------------------------------------------------------- spans <-> words
+def _occurrences(words: Sequence[str], phrase: Sequence[str]) -> list[int]:
+    n = len(phrase)
+    return [i for i in range(len(words) - n + 1) if n and tuple(words[i:i + n]) == tuple(phrase)]
+
+
+def span_to_tokens(span: Span, words: Sequence[str]) -> list[str]:
+    """The span's words, followed by ``<occK>`` when it is the K-th (K >= 2) occurrence of those words."""
+    phrase = list(words[span.start:span.end])
+    k = _occurrences(words, phrase).index(span.start) + 1
+    if k > MAX_OCC:
+        raise ValueError(f"span {span} is occurrence {k} of {' '.join(phrase)!r}; the schema writes at most {MAX_OCC}")
+    return phrase + ([OCC_TOKENS[k]] if k > 1 else [])
+
+
+def _value_tokens(target: Span | Box, words, size) -> list[str]:
+    if isinstance(target, Span):
+        if words is None:
+            raise ValueError(f"{target} needs the sentence's words")
+        return span_to_tokens(target, words)
+    if size is None:
+        raise ValueError(f"{target} needs the image size")
+    return box_to_tokens(target, size)
+
+
+# ----------------------------------------------------------------------------- linearise
+def linearise(records: Sequence[Record], words: Sequence[str] | None = None,
+              size: tuple[int, int] | None = None) -> list[str]:
+    """Records -> target tokens, in the order given (readers sort them canonically).
+
+    ``words`` (the sentence) is needed for spans, ``size`` (W, H of the image) for boxes.
+    Raises ValueError for a record the schema cannot write (unknown type or role, a span not in words).
+    """
+    out: list[str] = []
+    for rec in records:
+        if isinstance(rec, Relation):
+            out += [REL_TOKENS[rec.label], HEAD, *_value_tokens(rec.head, words, size),
+                    TAIL, *_value_tokens(rec.tail, words, size)]
+            continue
+        out.append(TYPE_TOKENS[rec.event_type])
+        if isinstance(rec, TextEvent):
+            out += span_to_tokens(rec.trigger, words)
+        for arg in rec.arguments:
+            out += [ROLE_TOKENS[arg.role], *_value_tokens(arg.target, words, size)]
+    return out
+
+
+# ----------------------------------------------------------------------------- parse
+def _read_value(tokens, i, words, size):
+    """Read a span (words [+ <occK>]) or a box (4 loc tokens) at position i -> (target or None, next i)."""
+    if i < len(tokens) and tokens[i] in _LOC_OF:
+        locs = []
+        while i < len(tokens) and tokens[i] in _LOC_OF and len(locs) < 4:
+            locs.append(tokens[i])
+            i += 1
+        ok = len(locs) == 4 and size is not None and max(size) > 0
+        return (tokens_to_box(locs, size) if ok else None), i
+    phrase = []
+    while i < len(tokens) and tokens[i] not in _SPECIAL:
+        phrase.append(tokens[i])
+        i += 1
+    k = 1
+    if i < len(tokens) and tokens[i] in _OCC_OF:
+        k = _OCC_OF[tokens[i]]
+        i += 1
+    starts = _occurrences(words, phrase) if words is not None else []
+    if len(starts) < k:
+        return None, i
+    return Span(starts[k - 1], starts[k - 1] + len(phrase)), i
+
+
+def _skip_to_record(tokens, i):
+    while i < len(tokens) and tokens[i] not in _TYPE_OF and tokens[i] not in _REL_OF:
+        i += 1
+    return i
+
+
+def parse(tokens: Sequence[str], words: Sequence[str] | None = None,
+          size: tuple[int, int] | None = None) -> list[Record]:
+    """Target tokens -> records; the inverse of ``linearise``. Never raises.
+
+    Reads any sequence: what cannot be read is skipped (a span whose words are not in the sentence, a
+    box with fewer than 4 location tokens, a role that the event's type does not have in that modality,
+    an incomplete relation). A type token followed by words is a text event (the words are its
+    trigger); a type token followed by anything else is an image event. Exact duplicates are dropped.
+    """
+    records: list[Record] = []
+    try:
+        tokens = [str(t) for t in tokens]
+        i = _skip_to_record(tokens, 0)
+        while i < len(tokens):
+            rec, i = _read_record(tokens, i, words, size)
+            if rec is not None and rec not in records:
+                records.append(rec)
+            i = _skip_to_record(tokens, i)
+    except Exception:  # a bug here must not take down a whole evaluation; what was read is kept
+        pass
+    return records
+
+
+def _read_record(tokens, i, words, size):
+    head = tokens[i]
+    if head in _REL_OF:
+        if tokens[i + 1:i + 2] != [HEAD]:
+            return None, i + 1
+        h, i = _read_value(tokens, i + 2, words, size)
+        if tokens[i:i + 1] != [TAIL]:
+            return None, i
+        t, i = _read_value(tokens, i + 1, words, size)
+        return (Relation(_REL_OF[head], h, t) if h and t else None), i
+    event_type = _TYPE_OF[head]
+    i += 1
+    trigger = None
+    if i < len(tokens) and tokens[i] not in _SPECIAL:
+        trigger, i = _read_value(tokens, i, words, size)
+        if trigger is None:  # trigger words not in the sentence: the event cannot be placed
+            return None, _skip_to_record(tokens, i)
+    # text events take span arguments with text roles, image events box arguments with image roles
+    if trigger is None and size is None:  # no trigger and no image: nothing to attach the event to
+        return None, _skip_to_record(tokens, i)
+    allowed, kind = (TEXT_ROLES[event_type], Span) if trigger else (IMAGE_ROLES[event_type], Box)
+    args: list[Argument] = []
+    while i < len(tokens) and tokens[i] in _ROLE_OF:
+        role = _ROLE_OF[tokens[i]]
+        target, i = _read_value(tokens, i + 1, words, size)
+        arg = Argument(role, target)
+        if isinstance(target, kind) and role in allowed and arg not in args:
+            args.append(arg)
+    if trigger:
+        return TextEvent(event_type, trigger, tuple(args)), i
+    return ImageEvent(event_type, tuple(args)), i

@@ -178,6 +178,14 @@ class Link:
     event_type: str
 
 
+@dataclass
+class Predictions:
+    """What a system predicted for M2E2 (ids as in the gold, no ``.jpg``): written by rmpl.py, scored by evaluate.py."""
+    sentences: dict[str, list[TextEvent]] = field(default_factory=dict)
+    images: dict[str, list[ImageEvent]] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
+
+
 def doc_id(item_id: str) -> str:
     """M2E2 ids are '<doc_id>_<k>' for sentences and images alike."""
     return item_id.rsplit("_", 1)[0]

@@ -1,0 +1,354 @@
+"""Evaluate: score M2E2 predictions under one stated protocol.
+
+The published M2E2 scorers disagree (see the README and docs), so this file
+implements one protocol, ``strict``, and the four relaxations peers use as
+switches that can be turned on one at a time or together:
+
+    keep_events       text scored only on sentences that have a gold event (WASE)
+    trigger_start     triggers compared by their first token only (UniCL, CAMEL)
+    gold_images_only  images scored only on the 391 gold event images (X-MTL)
+    unattached_args   text argument key without the trigger (TextEE Arg-C, MMUTF)
+
+Every cell is micro P / R / F1 over sets of tuples, always with its
+match / pred / gold counts:
+
+    text mention        (sentence_id, trigger_start, trigger_end, event_type)
+    text argument       (sentence_id, trigger_start, trigger_end, event_type, arg_start, arg_end, role)
+    image mention       (image_id, event_type)
+    image argument      (event_type, role, box) matched one-to-one to gold boxes at IoU >= 0.5
+    multimedia mention  (sentence_id, image_id, event_type)
+    multimedia argument text arguments of the linked sentences + boxes of the linked images
+
+    python evaluate.py --gold ../shared/data/m2e2 --pred predictions.jsonl [--trigger-start ...] [--json]
+
+The filtering switches (keep_events, gold_images_only) change the text and
+image cells only; the key switches (trigger_start, unattached_args) also change
+the text part of the multimedia argument key.
+
+What this file does not do: read the gold files (``data.read_m2e2``), run a
+model, or convert peer output formats (tests/test_conformance.py does that).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+from data import M2E2, read_m2e2
+from schema import EVENT_TYPES, IMAGE_ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link, Predictions, Span, TextEvent
+
+CELLS = ("text_mention", "text_argument", "image_mention", "image_argument", "multimedia_mention",
+         "multimedia_argument")
+
+
+class PredictionError(ValueError):
+    """A prediction file that cannot be scored: names the file, the line and what is wrong."""
+
+
+# ----------------------------------------------------------------------------- reading predictions
+_NAMES = {str: "a string", list: "a list", dict: "a JSON object"}
+
+
+def _get(obj: dict, key: str, kind, what: str, fail):
+    if key not in obj:
+        fail(f"missing key {key!r} in {what}")
+    value = obj[key]
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        fail(f"{what}: {key!r} must be an integer, got {value!r}")
+    if kind is not int and not isinstance(value, kind):
+        fail(f"{what}: {key!r} must be {_NAMES[kind]}, got {value!r}")
+    return value
+
+
+def _event_type(obj: dict, what: str, fail) -> str:
+    t = _get(obj, "event_type", str, what, fail)
+    if t not in EVENT_TYPES:
+        fail(f"{what}: unknown event type {t!r} (expected one of {', '.join(EVENT_TYPES)})")
+    return t
+
+
+def _span(obj: dict, what: str, length: int | None, fail) -> Span:
+    start, end = _get(obj, "start", int, what, fail), _get(obj, "end", int, what, fail)
+    if not 0 <= start < end or (length is not None and end > length):
+        limit = f" <= {length} (the sentence length)" if length is not None else ""
+        fail(f"{what}: offsets must satisfy 0 <= start < end{limit}, got start={start}, end={end}")
+    return Span(start, end)
+
+
+def _finite(v) -> bool:
+    """A finite JSON number: not a bool, not NaN or infinity, not an int too large for a float."""
+    try:
+        return type(v) in (int, float) and math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _box(value, what: str, fail) -> Box:
+    if not (isinstance(value, list) and len(value) == 4 and all(map(_finite, value))):
+        fail(f"{what}: 'bbox' must be four finite numbers [x1, y1, x2, y2], got {value!r}")
+    if value[2] < value[0] or value[3] < value[1]:
+        fail(f"{what}: 'bbox' must have x1 <= x2 and y1 <= y2, got {value!r}")
+    return Box(*map(float, value))
+
+
+def _events(obj: dict, length: int | None, image: bool, fail) -> list:
+    events = []
+    for k, e in enumerate(_get(obj, "events", list, "the line", fail)):
+        what = f"event {k}"
+        if not isinstance(e, dict):
+            fail(f"{what} must be a JSON object, got {e!r}")
+        t = _event_type(e, what, fail)
+        roles = (IMAGE_ROLES if image else TEXT_ROLES)[t]
+        args = []
+        for m, a in enumerate(e.get("arguments", [])):  # mention-only systems may omit arguments
+            awhat = f"{what} argument {m}"
+            if not isinstance(a, dict):
+                fail(f"{awhat} must be a JSON object, got {a!r}")
+            role = _get(a, "role", str, awhat, fail)
+            if role not in roles:
+                fail(f"{awhat}: role {role!r} is not {'an image' if image else 'a text'} role of {t} "
+                     f"(expected one of {', '.join(roles)})")
+            target = _box(a.get("bbox"), awhat, fail) if image else _span(a, awhat, length, fail)
+            args.append(Argument(role, target))
+        if image:
+            events.append(ImageEvent(t, tuple(args)))
+        else:
+            trigger = _span(_get(e, "trigger", dict, what, fail), f"{what} trigger", length, fail)
+            events.append(TextEvent(t, trigger, tuple(args)))
+    return events
+
+
+def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
+    """Read a JSON Lines prediction file (format in docs/m2e2.md); several lines for one id merge.
+
+    Raises PredictionError (file, line, what is wrong) on anything that cannot be scored; warns
+    about ids outside the gold universe, whose events are then scored as false positives."""
+    pred = Predictions()
+    with open(path, "rb") as f:  # bytes, so that a line that is not UTF-8 gets its line number too
+        for number, line in enumerate(f, 1):
+            def fail(message: str, number=number):
+                raise PredictionError(f"{path}, line {number}: {message}")
+
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                fail(f"not valid JSON ({e.msg} at column {e.colno})")
+            except UnicodeDecodeError:
+                fail("not valid UTF-8")
+            if not isinstance(obj, dict):
+                fail(f"expected a JSON object, got {type(obj).__name__}")
+            if "sentence_id" in obj and "image_id" in obj:  # a multimedia link
+                sid = _get(obj, "sentence_id", str, "the link", fail)
+                iid = _get(obj, "image_id", str, "the link", fail).removesuffix(".jpg")
+                pred.links.append(Link(sid, iid, _event_type(obj, "the link", fail)))
+            elif "sentence_id" in obj:
+                sid = _get(obj, "sentence_id", str, "the line", fail)
+                length = len(gold.sentences[sid].words) if sid in gold.sentences else None
+                pred.sentences.setdefault(sid, []).extend(_events(obj, length, False, fail))
+            elif "image_id" in obj:
+                iid = _get(obj, "image_id", str, "the line", fail).removesuffix(".jpg")
+                pred.images.setdefault(iid, []).extend(_events(obj, None, True, fail))
+            else:
+                fail("missing key 'sentence_id' or 'image_id'")
+    unknown = unknown_ids(gold, pred)
+    if unknown:
+        warnings.warn(f"{path}: {len(unknown)} predicted ids are not in the gold universe (scored as false "
+                      f"positives), e.g. {', '.join(unknown[:5])}", stacklevel=2)
+    return pred
+
+
+def unknown_ids(gold: M2E2, pred: Predictions) -> list[str]:
+    """Sorted predicted sentence and image ids (links included) that the gold does not know."""
+    ids = {s for s in pred.sentences if s not in gold.sentences}
+    ids |= {i for i in pred.images if i not in gold.images}
+    ids |= {x.sentence_id for x in pred.links if x.sentence_id not in gold.sentences}
+    ids |= {x.image_id for x in pred.links if x.image_id not in gold.images}
+    return sorted(ids)
+
+
+# ----------------------------------------------------------------------------- scoring
+def iou(a: tuple, b: tuple) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes, continuous areas (no +1); 0 when they only
+    touch or either has zero area."""
+    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def match_boxes(pred: list[tuple], gold: list[tuple]) -> int:
+    """Greedy one-to-one matching of (event_type, role, box) triples of one image: a pair needs the same
+    type and role and IoU >= 0.5; pairs are taken by descending IoU, ties by earlier pred, then earlier gold."""
+    pairs = []
+    for i, (pt, pr, pb) in enumerate(pred):
+        for j, (gt, gr, gb) in enumerate(gold):
+            if pt == gt and pr == gr:
+                v = iou(pb, gb)
+                if v >= 0.5:
+                    pairs.append((-v, i, j))
+    used_pred, used_gold = set(), set()
+    for _, i, j in sorted(pairs):
+        if i not in used_pred and j not in used_gold:
+            used_pred.add(i)
+            used_gold.add(j)
+    return len(used_pred)
+
+
+def _tables(sentences: dict, images: dict, links, trigger_start: bool, unattached_args: bool) -> dict:
+    """One side (gold or pred) as the tuples every cell is computed from. Text keys keep a fixed layout
+    (sid, trigger_start, trigger_end, type, arg_start, arg_end, role); a switch blanks fields with None."""
+    mentions, args = set(), set()
+    for sid, events in sentences.items():
+        for e in events:
+            trigger = (e.trigger.start, None if trigger_start else e.trigger.end)
+            mentions.add((sid, *trigger, e.event_type))
+            if unattached_args:
+                trigger = (None, None)
+            args.update((sid, *trigger, e.event_type, a.target.start, a.target.end, a.role) for a in e.arguments)
+    boxes = {}  # image id -> [(type, role, (x1, y1, x2, y2))], exact duplicates removed, order kept
+    for iid, events in images.items():
+        triples = ((e.event_type, a.role, (a.target.x1, a.target.y1, a.target.x2, a.target.y2))
+                   for e in events for a in e.arguments)
+        boxes[iid] = list(dict.fromkeys(triples))
+    return {"text_mention": mentions, "text_argument": args,
+            "image_mention": {(iid, e.event_type) for iid, events in images.items() for e in events},
+            "boxes": boxes, "links": {(x.sentence_id, x.image_id, x.event_type) for x in links}}
+
+
+def _only_type(tables: dict, t: str) -> dict:
+    """The same tables with every event, box and link of another type removed (for --by-type)."""
+    return {"text_mention": {k for k in tables["text_mention"] if k[3] == t},
+            "text_argument": {k for k in tables["text_argument"] if k[3] == t},
+            "image_mention": {k for k in tables["image_mention"] if k[1] == t},
+            "boxes": {i: [b for b in bs if b[0] == t] for i, bs in tables["boxes"].items()},
+            "links": {k for k in tables["links"] if k[2] == t}}
+
+
+def _cell(match: int, pred: int, gold: int) -> dict:
+    p = match / pred if pred else 0.0
+    r = match / gold if gold else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"p": round(100 * p, 2), "r": round(100 * r, 2), "f1": round(100 * f1, 2),
+            "match": match, "pred": pred, "gold": gold}
+
+
+def _sets(g: set, p: set) -> tuple[int, int, int]:
+    return len(g & p), len(p), len(g)
+
+
+def _boxes(g: dict, p: dict) -> tuple[int, int, int]:
+    match = sum(match_boxes(boxes, g[i]) for i, boxes in p.items() if i in g)
+    return match, sum(map(len, p.values())), sum(map(len, g.values()))
+
+
+def _multimedia_argument(t: dict) -> tuple[set, dict]:
+    """Text arguments of the linked sentences' events of the link's type; all boxes of linked images, once."""
+    linked = {(s, typ) for s, _, typ in t["links"]}
+    images = {i for _, i, _ in t["links"]}
+    return ({k for k in t["text_argument"] if (k[0], k[3]) in linked},
+            {i: bs for i, bs in t["boxes"].items() if i in images})
+
+
+def _score_tables(g: dict, p: dict, sentences: set | None, images: set | None) -> dict:
+    """The six cells; ``sentences`` / ``images`` restrict the text / image cells (None: all)."""
+    def keep(table: set, allowed: set | None, index: int) -> set:
+        return table if allowed is None else {k for k in table if k[index] in allowed}
+
+    def keep_boxes(boxes: dict) -> dict:
+        return boxes if images is None else {i: bs for i, bs in boxes.items() if i in images}
+
+    g_text, g_boxes = _multimedia_argument(g)
+    p_text, p_boxes = _multimedia_argument(p)
+    text_counts, box_counts = _sets(g_text, p_text), _boxes(g_boxes, p_boxes)
+    counts = {
+        "text_mention": _sets(keep(g["text_mention"], sentences, 0), keep(p["text_mention"], sentences, 0)),
+        "text_argument": _sets(keep(g["text_argument"], sentences, 0), keep(p["text_argument"], sentences, 0)),
+        "image_mention": _sets(keep(g["image_mention"], images, 0), keep(p["image_mention"], images, 0)),
+        "image_argument": _boxes(keep_boxes(g["boxes"]), keep_boxes(p["boxes"])),
+        "multimedia_mention": _sets(g["links"], p["links"]),
+        "multimedia_argument": tuple(a + b for a, b in zip(text_counts, box_counts)),
+    }
+    return {name: _cell(*counts[name]) for name in CELLS}
+
+
+def _prepare(gold: M2E2, pred: Predictions, keep_events: bool, trigger_start: bool, gold_images_only: bool,
+             unattached_args: bool) -> tuple:
+    g = _tables({s.id: s.events for s in gold.sentences.values()}, {i.id: i.events for i in gold.images.values()},
+                gold.links, trigger_start, unattached_args)
+    p = _tables(pred.sentences, pred.images, pred.links, trigger_start, unattached_args)
+    sentences = {s.id for s in gold.sentences.values() if s.events} if keep_events else None
+    images = {i.id for i in gold.images.values() if i.events} if gold_images_only else None
+    return g, p, sentences, images
+
+
+def score(gold: M2E2, pred: Predictions, keep_events: bool = False, trigger_start: bool = False,
+          gold_images_only: bool = False, unattached_args: bool = False) -> dict:
+    """Score predictions against the gold: the six cells, each {p, r, f1, match, pred, gold} (percentages to
+    2 places), and "unknown_ids": how many predicted ids the gold does not know."""
+    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only, unattached_args)
+    return {**_score_tables(g, p, sentences, images), "unknown_ids": len(unknown_ids(gold, pred))}
+
+
+def score_by_type(gold: M2E2, pred: Predictions, keep_events: bool = False, trigger_start: bool = False,
+                  gold_images_only: bool = False, unattached_args: bool = False) -> dict[str, dict]:
+    """The six cells per event type: each type scored with everything (events, boxes, links) of the other
+    types removed from both sides. Text and image cells add up to score(); multimedia cells need not (an
+    image linked under two types counts under both)."""
+    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only, unattached_args)
+    return {t: _score_tables(_only_type(g, t), _only_type(p, t), sentences, images) for t in EVENT_TYPES}
+
+
+# ----------------------------------------------------------------------------- command line
+def format_table(cells: dict, title: str = "") -> str:
+    """The six cells as an aligned text table (rows text / image / multimedia x mention / argument)."""
+    lines = [f"{title:<32}{'P':>7}{'R':>7}{'F1':>7}{'match':>7}{'pred':>7}{'gold':>7}"]
+    for name in CELLS:
+        modality, kind = name.split("_")
+        c = cells[name]
+        label = f"{modality} {'event mention' if kind == 'mention' else 'argument role'}"
+        lines.append(f"{label:<32}{c['p']:>7.2f}{c['r']:>7.2f}{c['f1']:>7.2f}{c['match']:>7}{c['pred']:>7}"
+                     f"{c['gold']:>7}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Score M2E2 predictions (JSON Lines) under the strict protocol.")
+    parser.add_argument("--gold", required=True, help="directory of the official M2E2 annotation files")
+    parser.add_argument("--pred", required=True, help="prediction file, JSON Lines (see docs/m2e2.md)")
+    for switch in ("keep-events", "trigger-start", "gold-images-only", "unattached-args"):
+        parser.add_argument(f"--{switch}", action="store_true", help="peer-compatible relaxation (see docstring)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--by-type", action="store_true", help="also score each event type separately")
+    args = parser.parse_args(argv)
+    try:
+        gold = read_m2e2(args.gold)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = load_predictions(args.pred, gold)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # PredictionError, a bad gold file, a missing file
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    switches = {s: getattr(args, s) for s in ("keep_events", "trigger_start", "gold_images_only", "unattached_args")}
+    result = score(gold, pred, **switches)
+    if args.by_type:
+        result["by_type"] = score_by_type(gold, pred, **switches)
+    if args.json:
+        print(json.dumps(result))
+        return
+    on = [s.replace("_", "-") for s, value in switches.items() if value]
+    print("protocol: " + " + ".join(["strict", *on]))
+    print(format_table(result))
+    for t, cells in result.get("by_type", {}).items():
+        print("\n" + format_table(cells, t))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Conformance: evaluate.py reproduces every value of the table in docs/m2e2.md on the real M2E2 files.
+
+The peer outputs in ../shared/data/peers/ come in the peers' own formats; the converters below write them
+as evaluate.py's JSON Lines (they live here, not in evaluate.py, because only these tests need them).
+Skips without ../shared.
+"""
+import functools
+import json
+
+import pytest
+
+from data import read_m2e2
+from evaluate import CELLS, load_predictions, score
+from schema import EVENT_TYPES
+
+SWITCHES = ("keep_events", "trigger_start", "gold_images_only", "unattached_args")
+
+
+@functools.lru_cache
+def read_gold(directory):
+    return read_m2e2(directory)  # read once per session: the real files take a few tenths of a second
+
+
+@pytest.fixture
+def gold(shared_dir):
+    return read_gold(shared_dir / "data" / "m2e2")
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def gold_lines(gold):
+    """The gold written as a prediction file (image ids with .jpg, which must be stripped)."""
+    for s in gold.sentences.values():
+        yield {"sentence_id": s.id, "events": [
+            {"event_type": e.event_type, "trigger": {"start": e.trigger.start, "end": e.trigger.end},
+             "arguments": [{"role": a.role, "start": a.target.start, "end": a.target.end} for a in e.arguments]}
+            for e in s.events]}
+    for i in gold.images.values():
+        yield {"image_id": i.id + ".jpg", "events": [
+            {"event_type": e.event_type,
+             "arguments": [{"role": a.role, "bbox": [a.target.x1, a.target.y1, a.target.x2, a.target.y2]}
+                           for a in e.arguments]} for e in i.events]}
+    for x in gold.links:
+        yield {"sentence_id": x.sentence_id, "image_id": x.image_id, "event_type": x.event_type}
+
+
+def mmutf_lines(peers):
+    """MMUTF: text {"wnd_id", "start", "end", "event_type"} per line; images {"wnd_id", "trigger": type} per
+    line; coref a JSON list of [sentence_id, image_id, type]."""
+    for line in (peers / "mmutf_text_triggers.json").read_text().splitlines():
+        r = json.loads(line)
+        yield {"sentence_id": r["wnd_id"],
+               "events": [{"event_type": r["event_type"], "trigger": {"start": r["start"], "end": r["end"]}}]}
+    for line in (peers / "mmutf_img_triggers.json").read_text().splitlines():
+        r = json.loads(line)
+        yield {"image_id": r["wnd_id"], "events": [{"event_type": r["trigger"]}]}
+    for sid, iid, t in json.loads((peers / "mmutf_coref_triggers.json").read_text()):
+        yield {"sentence_id": sid, "image_id": iid, "event_type": t}
+
+
+def unicl_lines(shared):
+    """UniCL conll: one block per sentence record in file order (text_only, then text_multimedia), one token
+    per line, `B-<Subtype>` tags in the 3rd column with '_' for '-' (Arrest_Jail). One-token triggers."""
+    names = {t.split(":")[1].replace("-", "_"): t for t in EVENT_TYPES}
+    m2e2 = shared / "data" / "m2e2"
+    records = [r for name in ("text_only_event.json", "text_multimedia_event.json")
+               for r in json.loads((m2e2 / name).read_text())]
+    blocks = (shared / "data" / "peers" / "unicl_predict_ref.conll").read_text().strip("\n").split("\n\n")
+    assert len(blocks) == len(records) == 6205
+    for record, block in zip(records, blocks):
+        tags = [line.split()[2] for line in block.split("\n")]
+        assert len(tags) == len(record["words"]), record["sentence_id"]
+        yield {"sentence_id": record["sentence_id"],
+               "events": [{"event_type": names[tag[2:]], "trigger": {"start": k, "end": k + 1}}
+                          for k, tag in enumerate(tags) if tag.startswith("B-")]}
+
+
+def cell(result, name):
+    c = result[name]
+    return c["p"], c["r"], c["f1"], c["match"], c["pred"], c["gold"]
+
+
+@pytest.mark.parametrize("on", [(), *[(s,) for s in SWITCHES], SWITCHES])
+def test_gold_as_predictions_is_100(gold, tmp_path, on):
+    result = score(gold, load_predictions(write_jsonl(tmp_path / "gold.jsonl", gold_lines(gold)), gold),
+                   **{s: True for s in on})
+    assert {name: cell(result, name)[:3] for name in CELLS} == {name: (100.0, 100.0, 100.0) for name in CELLS}
+    if not on:  # (switches change the keys, e.g. unattached_args merges an argument shared by two events)
+        # 1,053 = 312 text arguments + 741 boxes, recomputed from the raw files by an independent script
+        assert [result[name]["gold"] for name in CELLS] == [1297, 1966, 391, 1429, 309, 1053]
+    assert result["unknown_ids"] == 0
+
+
+@pytest.fixture
+def mmutf(gold, shared_dir, tmp_path):
+    path = write_jsonl(tmp_path / "mmutf.jsonl", mmutf_lines(shared_dir / "data" / "peers"))
+    with pytest.warns(UserWarning, match=r"27 predicted ids are not in the gold universe"):
+        return load_predictions(path, gold)
+
+
+def test_mmutf_strict(gold, mmutf):
+    result = score(gold, mmutf)
+    assert cell(result, "text_mention") == (48.48, 65.00, 55.53, 843, 1739, 1297)
+    assert cell(result, "image_mention") == (55.13, 59.08, 57.04, 231, 419, 391)
+    assert cell(result, "multimedia_mention") == (83.52, 49.19, 61.91, 152, 182, 309)
+    assert result["unknown_ids"] == 27
+
+
+def test_mmutf_unknown_ids_are_all_images(gold, mmutf):
+    unknown = {i for i in mmutf.images if i not in gold.images}
+    assert len(unknown) == 27 and all(s in gold.sentences for s in mmutf.sentences)
+
+
+def test_mmutf_keep_events_gold_images_only(gold, mmutf):
+    result = score(gold, mmutf, keep_events=True, gold_images_only=True)
+    assert cell(result, "text_mention")[:3] == (76.22, 65.00, 70.16)
+    assert cell(result, "image_mention")[:3] == (88.51, 59.08, 70.86)
+
+
+@pytest.mark.parametrize("switches, expected", [
+    ({"trigger_start": True}, (51.10, 59.21, 54.86, 768, 1503, 1297)),
+    ({"trigger_start": True, "keep_events": True}, (78.13, 59.21, 67.37)),
+])
+def test_unicl(gold, shared_dir, tmp_path, switches, expected):
+    pred = load_predictions(write_jsonl(tmp_path / "unicl.jsonl", unicl_lines(shared_dir)), gold)
+    assert cell(score(gold, pred, **switches), "text_mention")[:len(expected)] == expected

@@ -395,7 +395,7 @@ def read_sources(root) -> Sources:
 #   Tokenizer    schema tokens + words <-> ids (sentencepiece BPE; every schema token is one fixed id)
 #   load_image   an image file -> (3, S, S) letterboxed float tensor, in the frame schema's boxes use
 #   Example      one item of any task; encode_example + collate -> the batch dict the model reads
-#   Batches      an endless, seeded, resumable sampler that mixes tasks by given weights
+#   TaskSampler  an endless, seeded, resumable sampler that mixes tasks by given weights
 # Training text and prompts are built elsewhere (rmpl.py); this section only turns them into numbers.
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -441,8 +441,9 @@ class Tokenizer:
     def train(cls, texts: Iterable[str | Sequence[str]], vocab_size: int = 2000, seed: int = 0) -> Tokenizer:
         """Train on training text only: each item a sentence string or a token list (schema tokens dropped).
 
-        Deterministic: the same texts, vocab_size and seed give a byte-identical model. vocab_size counts
-        the 4 + len(SPECIAL_TOKENS) + 256 fixed pieces; on a tiny corpus the vocabulary may come out smaller.
+        Deterministic: the same texts, vocab_size and seed give a byte-identical model. vocab_size includes
+        the 4 + len(SPECIAL_TOKENS) + 256 fixed pieces and must also hold every training character (else
+        ValueError); on a tiny corpus the vocabulary comes out smaller (hard_vocab_limit=False).
         """
         lines = [t if isinstance(t, str) else " ".join(w for w in t if w not in _SPECIAL_ID) for t in texts]
         lines = [line for line in lines if line.strip()]
@@ -490,7 +491,8 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
-        """Ids -> schema tokens and whole words; pad, bos and eos are dropped, an <unk> reads as '\u2047'."""
+        """Ids -> schema tokens and whole words. Never raises: pad, bos, eos and ids outside the vocabulary are
+        dropped, an <unk> reads as '\u2047', a broken byte sequence as '\ufffd'."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else [int(i) for i in ids]
         ids = [i for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID) and 0 <= i < self.vocab_size]
         out: list[str] = []
@@ -549,7 +551,9 @@ def load_image(path, size: int, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[to
             if img.width * img.height > max_pixels:
                 raise DataError(f"{path}: {W}x{H} image too large to decode (more than {max_pixels} pixels)")
             img = _to_rgb(img)
-    except (OSError, PILImage.DecompressionBombError) as e:
+    except DataError:
+        raise
+    except Exception as e:  # pillow signals a bad file with many exception types (OSError, SyntaxError, ...)
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
     s = size / max(W, H)
     w, h = max(1, round(W * s)), max(1, round(H * s))
@@ -587,14 +591,14 @@ class Example:
     """One item of any task: the encoder reads `prompt` (+ the image), the decoder writes `target`.
 
     prompt and target are lists of schema tokens and words (target as schema.linearise writes it);
-    image is a file path or None, image_size its (W, H) when known (box tokens are in that frame; a file
-    of another size is refused); meta carries ids for inference (sentence id, image id, event ...).
+    image is a file path or None, size its (W, H) when known (box tokens are in that frame; a file of
+    another size is refused); meta carries ids for inference (sentence id, image id, event ...).
     """
     task: str
     prompt: list[str]
     target: list[str]
     image: str | None = None
-    image_size: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -624,9 +628,9 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
     image = torch.zeros(3, image_size, image_size)
     if ex.image is not None:
         image, wh = (cache.load if cache is not None else load_image)(ex.image, image_size)
-        if ex.image_size is not None and tuple(ex.image_size) != wh:
+        if ex.size is not None and tuple(ex.size) != wh:
             raise DataError(f"{ex.image}: file is {wh[0]}x{wh[1]} but {ex.task} example {ex.meta} says "
-                            f"{ex.image_size[0]}x{ex.image_size[1]}: its boxes would be in another frame")
+                            f"{ex.size[0]}x{ex.size[1]}: its boxes would be in another frame")
     return {"input_ids": torch.tensor(input_ids[:max_input_len], dtype=torch.long),
             "target_ids": torch.tensor(target_ids[:max_target_len], dtype=torch.long),
             "image": image, "has_image": ex.image is not None, "task_id": TASKS.index(ex.task),
@@ -656,8 +660,8 @@ def tempered_weights(sizes: dict[str, int], alpha: float) -> dict[str, float]:
     return {t: v / total for t, v in raw.items()}
 
 
-class Batches:
-    """Endless batches of Examples that mix tasks.
+class TaskSampler:
+    """Endless batches that mix tasks; the items are Examples or anything else (encoded dicts).
 
     Rule: each of the batch_size * world_size slots of a global batch draws its task independently with
     probability weights[task] / sum(weights) (tasks with weight 0 or no examples are never drawn); a task
@@ -669,15 +673,15 @@ class Batches:
     (within an epoch) and share one state.
     """
 
-    def __init__(self, datasets: dict[str, list[Example]], weights: dict[str, float], batch_size: int,
+    def __init__(self, datasets: dict[str, list], weights: dict[str, float], batch_size: int,
                  seed: int = 0, rank: int = 0, world_size: int = 1):
         unknown = (set(datasets) - set(TASKS)) | (set(weights) - set(datasets))
         if unknown or any(w < 0 for w in weights.values()) or not 0 <= rank < world_size or batch_size < 1:
-            raise ValueError(f"Batches: bad arguments (unknown tasks {sorted(unknown)}, weights {weights}, "
+            raise ValueError(f"TaskSampler: bad arguments (unknown tasks {sorted(unknown)}, weights {weights}, "
                              f"rank {rank} of {world_size}, batch_size {batch_size})")
         self.tasks = [t for t in TASKS if weights.get(t, 0) > 0 and datasets.get(t)]
         if not self.tasks:
-            raise ValueError(f"Batches: no task has both a positive weight and examples ({weights})")
+            raise ValueError(f"TaskSampler: no task has both a positive weight and examples ({weights})")
         self.datasets, self.weights = datasets, [weights[t] for t in self.tasks]
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.step, self.cursor = 0, {t: 0 for t in self.tasks}
@@ -689,12 +693,12 @@ class Batches:
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed or state["sizes"] != self.state_dict()["sizes"]:
-            raise ValueError(f"Batches: cannot resume a sampler of seed {state['seed']}, sizes {state['sizes']} "
+            raise ValueError(f"TaskSampler: cannot resume a sampler of seed {state['seed']}, sizes {state['sizes']} "
                              f"with seed {self.seed}, sizes {self.state_dict()['sizes']}")
         self.step, self.cursor = int(state["step"]), {t: int(state["cursor"][t]) for t in self.tasks}
 
-    def _example(self, task: str, k: int) -> Example:
-        """The k-th example handed out by `task`: position k % n of its epoch k // n's order."""
+    def _item(self, task: str, k: int):
+        """The k-th item handed out by `task`: position k % n of its epoch k // n's order."""
         data = self.datasets[task]
         epoch, i = divmod(k, len(data))
         if self._order.get(task, (None,))[0] != epoch:
@@ -706,13 +710,13 @@ class Batches:
     def __iter__(self):
         return self
 
-    def __next__(self) -> list[Example]:
+    def __next__(self) -> list:
         draws = random.Random(f"{self.seed}/step/{self.step}").choices(
             self.tasks, weights=self.weights, k=self.batch_size * self.world_size)
         batch = []
         for slot, task in enumerate(draws):
             if slot // self.batch_size == self.rank:
-                batch.append(self._example(task, self.cursor[task]))
+                batch.append(self._item(task, self.cursor[task]))
             self.cursor[task] += 1
         self.step += 1
         return batch

@@ -1,0 +1,231 @@
+"""RMPL, the method in one file: the two stages, the relation-aware multi-task loss, the extractor.
+
+Stage 1 (unified multi-task learning). Three heterogeneous sources, one target language (schema.py):
+
+    text_event   ACE sentence            -> all its events, triggers and argument spans
+    image_event  SWiG image              -> its event and argument boxes (or nothing)
+    relation     MNRE sentence + image   -> relations between entities (spans or boxes)
+
+Stage 2 (progressive fine-tuning). The same text and image sources recast as the two subtasks of MEE,
+mixed in every batch:
+
+    text_mention    sentence                         -> event types and triggers       (EMI)
+    image_mention   image                            -> event type                     (EMI)
+    text_argument   sentence + one event (type, trig) -> that event with its arguments  (ARE)
+    image_argument  image + one event type           -> that event with argument boxes (ARE)
+
+The relation-aware multi-task loss. A batch holds examples b of tasks t(b) with target tokens
+y_b (eos included, padding excluded). Per task present in the batch,
+
+    L_t = (1 / N_t) * sum_{b: t(b) = t} sum_i  -log p(y_b,i | y_b,<i, x_b)      N_t = target tokens of task t
+    L   = sum_t lambda_t * L_t / sum_t lambda_t                                 (over tasks in the batch)
+
+so a task's weight does not depend on how long its targets are, and lambda_t (TASK_WEIGHTS, default 1)
+sets its share. Examples are drawn task first, p_t proportional to n_t ** alpha with n_t the task's number
+of examples (ALPHA = 0.5, size-tempered: the small relation source is not drowned by the large ones, nor
+repeated until it is memorised). It is "relation-aware" because the relation task shares the decoder,
+the span/box vocabulary and the argument slots with the event tasks: an argument is a typed relation
+between an event and an entity, and MNRE teaches entity-to-entity relations grounded in both modalities.
+
+Extraction on M2E2 (``RMPL.extract``): event mention identification per sentence and per image, argument
+extraction per predicted event, then multimedia links. A stage-1 checkpoint extracts in one pass
+(text_event, image_event). Link rule (fixed, not tuned): a sentence event and an image event of the same
+document are linked when they have the same predicted type. No decision here is tuned on any split.
+
+What this file does not do: read files (data.py), define the network (model.py), run the optimiser
+(train.py), score (evaluate.py).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import data
+import model as M
+import schema as S
+
+STAGE_TASKS = {
+    1: ("text_event", "image_event", "relation"),
+    2: ("text_mention", "image_mention", "text_argument", "image_argument"),
+}
+ALPHA = 0.5                                   # task sampling: p_t ~ n_t ** ALPHA
+TASK_WEIGHTS = {t: 1.0 for t in S.TASKS}      # lambda_t in the loss
+
+
+# ============================================================================= records -> examples
+def _text_prompt(task: str, words, extra=()) -> list[str]:
+    return [S.TASK_TOKENS[task], *extra, S.SEP, *words]
+
+
+def _image_example(task, img: S.Image, target, extra=(), meta=None) -> data.Example:
+    return data.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path, size=img.size, meta=meta or {})
+
+
+def text_examples(task: str, sent: S.Sentence) -> list[data.Example]:
+    """The examples one sentence gives to a text task (text_event, text_mention, text_argument)."""
+    w = sent.words
+    if task == "text_event":
+        return [data.Example(task, _text_prompt(task, w), S.linearise(sent.events, w))]
+    if task == "text_mention":
+        mentions = [S.TextEvent(e.event_type, e.trigger) for e in sent.events]
+        return [data.Example(task, _text_prompt(task, w), S.linearise(mentions, w))]
+    if task == "text_argument":
+        return [data.Example(task, argument_prompt(e, w), S.linearise([e], w)) for e in sent.events]
+    raise ValueError(f"{task} is not a text task")
+
+
+def argument_prompt(event: S.TextEvent, words) -> list[str]:
+    return _text_prompt("text_argument", words, S.linearise([S.TextEvent(event.event_type, event.trigger)], words))
+
+
+def image_examples(task: str, img: S.Image) -> list[data.Example]:
+    """The examples one image gives to an image task (image_event, image_mention, image_argument)."""
+    if task == "image_event":
+        return [_image_example(task, img, S.linearise(img.events, size=img.size))]
+    if task == "image_mention":
+        return [_image_example(task, img, [S.TYPE_TOKENS[e.event_type] for e in img.events])]
+    if task == "image_argument":
+        return [_image_example(task, img, S.linearise([e], size=img.size), [S.TYPE_TOKENS[e.event_type]])
+                for e in img.events]
+    raise ValueError(f"{task} is not an image task")
+
+
+def relation_examples(ex: S.RelationExample) -> list[data.Example]:
+    size = ex.image.size if ex.image else None
+    target = S.linearise(ex.relations, ex.words, size)
+    if ex.image is None:
+        return [data.Example("relation", _text_prompt("relation", ex.words), target)]
+    return [data.Example("relation", _text_prompt("relation", ex.words), target, image=ex.image.path, size=size)]
+
+
+def build_tasks(stage: int, sentences, images, relations, tasks=None) -> dict[str, list[data.Example]]:
+    """Cast the sources of one split into the examples of each task of ``stage`` (or of ``tasks``)."""
+    out = {}
+    for task in tasks or STAGE_TASKS[stage]:
+        if task == "relation":
+            out[task] = [e for r in relations for e in relation_examples(r)]
+        elif task.startswith("text"):
+            out[task] = [e for s in sentences for e in text_examples(task, s)]
+        else:
+            out[task] = [e for i in images for e in image_examples(task, i)]
+    return {t: exs for t, exs in out.items() if exs}
+
+
+def task_sampling_weights(tasks: dict[str, list]) -> dict[str, float]:
+    return data.tempered_weights({t: len(exs) for t, exs in tasks.items()}, ALPHA)
+
+
+# ============================================================================= the loss
+def multitask_loss(per_example: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch.Tensor,
+                   weights=TASK_WEIGHTS) -> tuple[torch.Tensor, dict[str, float]]:
+    """The formula of the module docstring. ``per_example`` (B,) mean token CE, ``n_tokens`` (B,) target
+    tokens, ``task_ids`` (B,) indices into schema.TASKS. Returns the loss and each task's L_t (for logs)."""
+    total, norm, parts = per_example.new_zeros(()), 0.0, {}
+    for k in task_ids.unique().tolist():
+        sel = task_ids == k
+        task_loss = (per_example[sel] * n_tokens[sel]).sum() / n_tokens[sel].sum()   # L_t: mean over tokens
+        lam = weights[S.TASKS[k]]
+        total, norm = total + lam * task_loss, norm + lam
+        parts[S.TASKS[k]] = task_loss.item()
+    return total / max(norm, 1e-12), parts
+
+
+# ============================================================================= extraction
+def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
+    """A record in the prediction format of m2e2.md."""
+    out = {"event_type": ev.event_type, "arguments": []}
+    if isinstance(ev, S.TextEvent):
+        out["trigger"] = {"start": ev.trigger.start, "end": ev.trigger.end}
+    for a in ev.arguments:
+        t = a.target
+        out["arguments"].append({"role": a.role, **({"start": t.start, "end": t.end} if isinstance(t, S.Span)
+                                                    else {"bbox": [round(v, 2) for v in (t.x1, t.y1, t.x2, t.y2)]})})
+    return out
+
+
+class RMPL:
+    """A trained model that reads M2E2 documents and writes predictions (the JSON Lines of m2e2.md)."""
+
+    def __init__(self, net: M.Seq2Seq, tokenizer: data.Tokenizer, tasks=STAGE_TASKS[2], batch_size: int = 64):
+        self.net, self.tok, self.tasks, self.batch_size = net.eval(), tokenizer, tuple(tasks), batch_size
+        self.images = data.ImageCache()  # each image is read by two passes (mention, then arguments)
+
+    @classmethod
+    def load(cls, checkpoint, device="cpu", **kw) -> "RMPL":
+        """A directory train.py wrote: model.safetensors, tokenizer.model, rmpl.json, maybe adapter.safetensors."""
+        import json
+        d = Path(checkpoint)
+        net = M.load_model(d / "model.safetensors", device)
+        if (d / "adapter.safetensors").exists():
+            M.load_adapter(net, d / "adapter.safetensors")
+            M.merge_lora(net)  # explicit: inference runs on merged weights
+        info = json.loads((d / "rmpl.json").read_text())
+        return cls(net, data.Tokenizer.load(d / "tokenizer.model"), info["tasks"], **kw)
+
+    def run(self, examples: list[data.Example]) -> list[list[str]]:
+        """Greedy-decode every example (in batches) -> its output tokens."""
+        cfg, out = self.net.cfg, []
+        device = next(self.net.parameters()).device
+        for i in range(0, len(examples), self.batch_size):
+            enc = [data.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len, cfg.max_target_len, self.images)
+                   for e in examples[i:i + self.batch_size]]
+            batch = {k: v.to(device) for k, v in data.collate(enc, self.tok.pad_id).items()}
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                ids = self.net.generate(batch, cfg.max_target_len)
+            out += [self.tok.decode(row) for row in ids]
+        return out
+
+    def extract(self, sentences: list[S.Sentence], images: list[S.Image]) -> S.Predictions:
+        """Events of the given sentences and images (one or many documents), and the links between them."""
+        text, pics = self._text_events(sentences), self._image_events(images)
+        return S.Predictions(text, pics, self._links(sentences, images, text, pics))
+
+    def _text_events(self, sentences) -> dict[str, list[S.TextEvent]]:
+        one_pass = "text_mention" not in self.tasks
+        task = "text_event" if one_pass else "text_mention"
+        outputs = self.run([data.Example(task, _text_prompt(task, s.words), []) for s in sentences])
+        found = {s.id: [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent)] for s, o in zip(sentences, outputs)}
+        if one_pass:
+            return found
+        todo = [(s, e) for s in sentences for e in found[s.id]]  # ARE: one prompt per predicted event
+        outputs = self.run([data.Example("text_argument", argument_prompt(e, s.words), []) for s, e in todo])
+        full = {s.id: [] for s in sentences}
+        for (s, e), o in zip(todo, outputs):
+            same = [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent) and r.trigger == e.trigger
+                    and r.event_type == e.event_type]
+            full[s.id].append(S.TextEvent(e.event_type, e.trigger, same[0].arguments if same else ()))
+        return full
+
+    def _image_events(self, images) -> dict[str, list[S.ImageEvent]]:
+        one_pass = "image_mention" not in self.tasks
+        task = "image_event" if one_pass else "image_mention"
+        outputs = self.run([_image_example(task, i, []) for i in images])
+        found = {i.id: [r for r in S.parse(o, size=i.size) if isinstance(r, S.ImageEvent)] for i, o in zip(images, outputs)}
+        if one_pass:
+            return found
+        todo = [(i, e) for i in images for e in found[i.id]]
+        outputs = self.run([_image_example("image_argument", i, [], [S.TYPE_TOKENS[e.event_type]]) for i, e in todo])
+        full = {i.id: [] for i in images}
+        for (i, e), o in zip(todo, outputs):
+            same = [r for r in S.parse(o, size=i.size) if isinstance(r, S.ImageEvent) and r.event_type == e.event_type]
+            full[i.id].append(S.ImageEvent(e.event_type, same[0].arguments if same else ()))
+        return full
+
+    @staticmethod
+    def _links(sentences, images, text, pics) -> list[S.Link]:
+        """Same document, same predicted type (the module docstring's fixed rule)."""
+        image_types = defaultdict(list)
+        for i in images:
+            for t in dict.fromkeys(e.event_type for e in pics[i.id]):
+                image_types[(i.doc_id, t)].append(i.id)
+        return [S.Link(s.id, image_id, t) for s in sentences for t in dict.fromkeys(e.event_type for e in text[s.id])
+                for image_id in image_types[(s.doc_id, t)]]
+
+
+def prediction_lines(pred: S.Predictions) -> list[dict]:
+    """Predictions -> the JSON Lines objects of m2e2.md (one per sentence, one per image, one per link)."""
+    return ([{"sentence_id": k, "events": [event_json(e) for e in evs]} for k, evs in pred.sentences.items()]
+            + [{"image_id": k, "events": [event_json(e) for e in evs]} for k, evs in pred.images.items()]
+            + [{"sentence_id": l.sentence_id, "image_id": l.image_id, "event_type": l.event_type} for l in pred.links])

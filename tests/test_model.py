@@ -1,0 +1,302 @@
+"""model.py: shapes, masking, loss, KV-cache generation, LoRA, checkpoints, overfitting one batch."""
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import model as M
+
+V, PAD, BOS, EOS = 50, 0, 1, 2
+
+
+def tiny_config(**kw) -> M.ModelConfig:
+    cfg = dict(vocab_size=V, d_model=32, n_heads=2, enc_layers=1, dec_layers=2, mlp_ratio=2, dropout=0.0,
+               max_text_len=16, max_target_len=12, image_size=16, patch_size=8, vision_width=16, vision_heads=2,
+               vision_layers=1)
+    return M.ModelConfig(**{**cfg, **kw})
+
+
+def tiny_model(seed=0, **kw) -> M.Seq2Seq:
+    torch.manual_seed(seed)
+    return M.Seq2Seq(tiny_config(**kw)).eval()
+
+
+def make_batch(has_image=(True, False, True), prompt_lens=(5, 9, 3), target_lens=(4, 2, 7), seed=0, T=10, L=8):
+    """Random ids in [3, V); prompts pad-padded to T; targets end in eos, pad-padded to L; zero images where absent."""
+    g = torch.Generator().manual_seed(seed)
+    B = len(has_image)
+    ids, target = torch.full((B, T), PAD), torch.full((B, L), PAD)
+    for b in range(B):
+        ids[b, :prompt_lens[b]] = torch.randint(3, V, (prompt_lens[b],), generator=g)
+        target[b, :target_lens[b] - 1] = torch.randint(3, V, (target_lens[b] - 1,), generator=g)
+        target[b, target_lens[b] - 1] = EOS
+    has = torch.tensor(has_image)
+    images = torch.randn(B, 3, 16, 16, generator=g) * has[:, None, None, None]
+    return {"input_ids": ids, "images": images, "has_image": has, "target_ids": target}
+
+
+# ----------------------------------------------------------------------------- shapes and masking
+def test_module_shapes():
+    m, cfg = tiny_model(), tiny_config()
+    x = torch.randn(3, 7, 32)
+    assert m.encoder[0].attn(x).shape == (3, 7, 32)
+    assert m.decoder[0].cross_attn(x, context=torch.randn(3, 5, 32)).shape == (3, 7, 32)
+    assert m.encoder[0].mlp(x).shape == (3, 7, 32)
+    memory, memory_mask = torch.randn(3, 5, 32), torch.ones(3, 1, 1, 5, dtype=torch.bool)
+    assert m.decoder[0](x, memory=memory, memory_mask=memory_mask).shape == (3, 7, 32)
+    assert m.vision(torch.randn(3, 3, 16, 16)).shape == (3, (16 // 8) ** 2, cfg.d_model)
+
+
+@pytest.mark.parametrize("has_image, S", [((True, False, True), 10 + 4), ((False, False, False), 10)])
+def test_encode_decode_forward_shapes(has_image, S):
+    m, batch = tiny_model(), make_batch(has_image=has_image)
+    memory, mask = m.encode(batch)
+    assert memory.shape == (3, S, 32) and mask.shape == (3, S) and mask.dtype == torch.bool
+    assert mask[:, :10].sum(1).tolist() == [5, 9, 3]  # text first, then the image patches
+    assert m.decode(batch["target_ids"], memory, mask).shape == (3, 8, V)
+    logits, loss = m(batch)
+    assert logits.shape == (3, 8, V) and loss.shape == ()
+    assert m(batch, reduction="none")[1].shape == (3,)
+
+
+def test_loss_by_hand():
+    m, batch = tiny_model(), make_batch()
+    logits, loss = m(batch)
+    _, per_example = m(batch, reduction="none")
+    target, n = batch["target_ids"], (4, 2, 7)
+    by_hand = [F.cross_entropy(logits[b, :n[b]], target[b, :n[b]]) for b in range(3)]  # the pad tail is ignored
+    torch.testing.assert_close(per_example, torch.stack(by_hand))
+    torch.testing.assert_close(loss, sum(l * k for l, k in zip(by_hand, n)) / sum(n))  # token mean
+
+
+def test_decoder_input_is_shifted_target():
+    """Position t is predicted from [bos, target[:t]]: changing target[t] must not change logits[:, :t+1]."""
+    m, batch = tiny_model(), make_batch()
+    logits = m(batch)[0]
+    batch["target_ids"][:, 3] = 7
+    logits2 = m(batch)[0]
+    torch.testing.assert_close(logits[:, :4], logits2[:, :4])
+    assert not torch.allclose(logits[:, 4:], logits2[:, 4:])
+
+
+def test_padding_and_absent_images_are_masked():
+    m, batch = tiny_model(), make_batch()
+    logits = m(batch)[0]
+    wider = dict(batch, input_ids=torch.cat([batch["input_ids"], torch.full((3, 4), PAD)], 1))
+    torch.testing.assert_close(m(wider)[0], logits)        # more padding, same answer
+    noisy = dict(batch, images=batch["images"] + 5 * (~batch["has_image"])[:, None, None, None])
+    torch.testing.assert_close(m(noisy)[0], logits)        # pixels of an image-less example are never seen
+    alone = {k: v[1:2] for k, v in batch.items()}          # the text-only example alone: no patch slots at all
+    torch.testing.assert_close(m(alone)[0], logits[1:2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(input_ids=torch.zeros(3, 10, dtype=torch.long)), r"examples \[1\] have no prompt tokens and no image"),
+    (dict(input_ids=torch.ones(3, 17, dtype=torch.long)), "max_text_len=16"),
+    (dict(target_ids=torch.full((3, 13), EOS)), "max_target_len=12"),
+    (dict(images=torch.zeros(3, 3, 32, 32)), r"expected \(B, 3, 16, 16\)"),
+])
+def test_bad_batches_raise_clear_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model()({**make_batch(), **change})
+
+
+def test_config_checks_divisibility():
+    with pytest.raises(ValueError, match="d_model=30 is not divisible by 4"):
+        tiny_config(d_model=30, n_heads=4)
+
+
+def test_runs_under_bf16_autocast():
+    m, batch = tiny_model(), make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = m(batch)[1]
+        out = m.generate(batch, 5)
+    assert torch.isfinite(loss) and len(out) == 3
+
+
+# ----------------------------------------------------------------------------- generation
+@pytest.mark.parametrize("has_image", [(True, False, True), (False, False, False), (True, True, True)])
+@pytest.mark.parametrize("seed", [10, 11])
+def test_kv_cache_generation_matches_full_recompute(overfit, has_image, seed):
+    """Unseen inputs to the model of test_overfits_one_batch: a random-init model repeats one token forever,
+    this one answers with sequences of different lengths (2 to 7 tokens), so per-row stopping is exercised."""
+    m, batch = overfit[0], make_batch(has_image=has_image, seed=seed)
+    with_cache = m.generate(batch, 12)
+    assert with_cache == m.generate(batch, 12, use_cache=False)
+    assert all(EOS not in row for row in with_cache)
+
+
+def forced(stop):
+    """An allowed_fn that forces 3, 4, 5, ... and then eos after `stop` tokens."""
+    def allowed_fn(prefix):
+        mask = torch.zeros(V, dtype=torch.bool)
+        mask[EOS if len(prefix) == stop else 3 + len(prefix)] = True
+        return mask
+    return allowed_fn
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("stop, max_new, expected", [(2, 10, [3, 4]), (0, 10, []), (20, 4, [3, 4, 5, 6])])
+def test_allowed_fn_constrains_decoding(use_cache, stop, max_new, expected):
+    # rows stopping at different lengths are checked by test_overfits_one_batch (targets of 7, 4, 2, 5 tokens)
+    assert tiny_model().generate(make_batch(), max_new, allowed_fn=forced(stop), use_cache=use_cache) == [expected] * 3
+
+
+def test_generation_is_capped_by_max_target_len():
+    m, batch = tiny_model(), make_batch()
+    no_eos = torch.ones(V, dtype=torch.bool)
+    no_eos[EOS] = False
+    assert [len(r) for r in m.generate(batch, 100, allowed_fn=lambda p: no_eos)] == [12] * 3
+
+
+# ----------------------------------------------------------------------------- LoRA
+def lora_model(seed=0, r=4):
+    m = M.add_lora(tiny_model(seed), r=r, lora_alpha=8, lora_dropout=0.0)
+    torch.manual_seed(seed + 100)
+    for layer in M.lora_layers(m).values():  # a trained-looking adapter: B no longer zero
+        nn.init.normal_(layer.lora_B, std=0.1)
+    return m
+
+
+def test_add_lora_wraps_the_attention_projections():
+    m = M.add_lora(tiny_model())
+    names = M.lora_layers(m)
+    # vision 1 layer x 4, encoder 1 x 4, decoder 2 x (4 self + 4 cross)
+    assert len(names) == 4 + 4 + 16 and "decoder.1.cross_attn.o" in names
+    assert all(l.lora_A.shape == (8, 16 if n.startswith("vision") else 32) for n, l in names.items())
+    assert M.lora_layers(M.add_lora(tiny_model(), targets=("fc1",))).keys() == {
+        "vision.blocks.0.mlp.fc1", "encoder.0.mlp.fc1", "decoder.0.mlp.fc1", "decoder.1.mlp.fc1"}
+    with pytest.raises(ValueError, match="already has LoRA"):
+        M.add_lora(m)
+
+
+def test_fresh_adapter_changes_nothing():
+    batch = make_batch()
+    before = tiny_model()(batch)[0]
+    after = M.add_lora(tiny_model())(batch)[0]
+    assert torch.equal(before, after)
+
+
+def test_merge_equals_unmerged_and_is_idempotent():
+    m, batch = lora_model(), make_batch()
+    unmerged = m(batch)[0]
+    weights = {k: v.clone() for k, v in m.state_dict().items()}
+    M.merge_lora(m)
+    merged_once = {k: v.clone() for k, v in m.state_dict().items()}
+    torch.testing.assert_close(m(batch)[0], unmerged, atol=1e-5, rtol=0)
+    M.merge_lora(m)
+    assert all(torch.equal(v, merged_once[k]) for k, v in m.state_dict().items())
+    m.train().eval()
+    assert all(l.merged for l in M.lora_layers(m).values())  # switching modes neither merges nor unmerges
+    M.unmerge_lora(m)
+    M.unmerge_lora(m)
+    torch.testing.assert_close(m(batch)[0], unmerged, atol=1e-5, rtol=0)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, weights[k], atol=1e-6, rtol=0)
+
+
+def test_only_lora_parameters_get_gradients():
+    m = lora_model().train()
+    M.mark_only_lora_as_trainable(m)
+    m(make_batch())[1].backward()
+    for name, p in m.named_parameters():
+        assert (p.grad is not None) == ("lora_" in name), name
+    assert set(M.lora_state_dict(m)) == {n for n, _ in m.named_parameters() if "lora_" in n}
+
+
+@pytest.mark.parametrize("size, r, line", [
+    (4, 2, "trainable params: 16 || all params: 36 || trainable%: 44.4444"),        # 20 base + 2*4 + 4*2
+    (100, 1, "trainable params: 200 || all params: 10,300 || trainable%: 1.9417"),  # 10,100 base + 200
+])
+def test_trainable_parameters_line(size, r, line):
+    net = M.add_lora(nn.Sequential(nn.Linear(size, size)), targets=("0",), r=r)
+    M.mark_only_lora_as_trainable(net)
+    assert M.trainable_parameters(net) == line
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_save_load_is_bit_exact(tmp_path):
+    m, batch = tiny_model(), make_batch()
+    M.save_model(m, tmp_path / "base.safetensors")
+    assert os.listdir(tmp_path) == ["base.safetensors"]  # the temp file was renamed, not left behind
+    with safe_open(str(tmp_path / "base.safetensors"), "pt") as f:
+        assert "head.weight" not in f.keys()              # the tied copy is not stored twice
+    loaded = M.load_model(tmp_path / "base.safetensors").eval()
+    assert loaded.cfg == m.cfg and loaded.head.weight is loaded.tok_emb.weight
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in m.state_dict().items())
+    assert torch.equal(loaded(batch)[0], m(batch)[0])
+    assert loaded.generate(batch, 8) == m.generate(batch, 8)
+
+
+def test_load_names_missing_and_unexpected_keys(tmp_path):
+    path = tmp_path / "m.safetensors"
+    M.save_model(tiny_model(), path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    del state["ln_dec.bias"]
+    state["extra.weight"] = torch.zeros(2)
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(M.CheckpointError, match=r"missing keys \['ln_dec.bias'\]; unexpected keys \['extra.weight'\]"):
+        M.load_model(path)
+    save_file(state, str(path), metadata={**meta, "format": "something"})
+    with pytest.raises(M.CheckpointError, match="not an rmpl-mini/model file"):
+        M.load_model(path)
+
+
+def test_adapter_round_trip_and_base_check(tmp_path):
+    batch = make_batch()
+    M.save_model(tiny_model(), tmp_path / "base.safetensors")
+    m = lora_model()  # same seed: the same base weights
+    M.save_adapter(m, tmp_path / "ad.safetensors", base_ref="base.safetensors")
+    with safe_open(str(tmp_path / "ad.safetensors"), "pt") as f:
+        assert all("lora_" in k for k in f.keys()) and f.metadata()["base_ref"] == "base.safetensors"
+    loaded = M.load_adapter(M.load_model(tmp_path / "base.safetensors").eval(), tmp_path / "ad.safetensors")
+    assert M.lora_layers(loaded).keys() == M.lora_layers(m).keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in m.state_dict().items())
+    assert torch.equal(loaded(batch)[0], m(batch)[0])
+    with pytest.raises(M.CheckpointError, match="trained on base 'base.safetensors'"):
+        M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors")
+    assert M.lora_layers(M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors", check_base=False))
+
+
+def test_save_refuses_unmerged_lora_and_saves_merged(tmp_path):
+    m, batch = lora_model(), make_batch()
+    with pytest.raises(M.CheckpointError, match="unmerged LoRA"):
+        M.save_model(m, tmp_path / "x.safetensors")
+    expected = m(batch)[0]
+    M.merge_lora(m)
+    M.save_model(m, tmp_path / "x.safetensors")
+    plain = M.load_model(tmp_path / "x.safetensors").eval()
+    assert not M.lora_layers(plain)
+    torch.testing.assert_close(plain(batch)[0], expected, atol=1e-5, rtol=0)
+    with pytest.raises(M.CheckpointError, match="unmerge_lora"):
+        M.save_adapter(m, tmp_path / "a.safetensors", base_ref="x")
+
+
+# ----------------------------------------------------------------------------- learning
+@pytest.fixture(scope="module")
+def overfit():
+    """A tiny model trained 300 steps on one batch of 4 random examples (3 with images): ~5 s on 2 cores."""
+    torch.manual_seed(0)
+    m = M.Seq2Seq(tiny_config(d_model=64, n_heads=4, enc_layers=2, dec_layers=2)).train()
+    batch = make_batch(has_image=(True, True, False, True), prompt_lens=(6, 4, 8, 5), target_lens=(8, 5, 3, 6))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(300):
+        loss = m(batch)[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval(), batch, loss.item()
+
+
+def test_overfits_one_batch(overfit):
+    m, batch, loss = overfit
+    assert loss < 0.05
+    wanted = [row[:row.tolist().index(EOS)].tolist() for row in batch["target_ids"]]  # 7, 4, 2, 5 tokens
+    assert m.generate(batch, 12) == wanted
+    assert m.generate(batch, 12, use_cache=False) == wanted

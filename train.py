@@ -1,0 +1,295 @@
+"""Train RMPL-mini: ``python train.py --stage 1``, then ``python train.py --stage 2``.
+
+Every knob is a field of ``TrainConfig``; ``PRESETS`` holds what differs per stage; argparse is built
+from the fields, so ``python train.py --stage 2 --lr 3e-4 --max-steps 200`` works and tests import
+``main(argv)``. Stage 1 trains the whole network from scratch on the unified multi-task mix (or, with
+``--init CKPT``, LoRA adapters on a frozen base: the paper's setting); stage 2 starts from stage 1's
+output and trains LoRA adapters (``--lora-rank 0``: full fine-tuning). What the stages and the loss are
+is rmpl.py's business; this file is the loop: AdamW, warmup + cosine schedule from the step, gradient
+accumulation, clipping, dev loss and a quick dev score every ``eval_every`` steps and at the end,
+checkpoints that resume exactly.
+
+A run writes to ``{out}/stage{k}/``: model.safetensors (base weights), adapter.safetensors (LoRA, if
+any), tokenizer.model, rmpl.json (config and tasks), train_state.pt (optimizer, sampler, RNG, step),
+log.jsonl (one line per log interval and per eval).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+import data
+import model as M
+import rmpl
+import schema as S
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    data: str = "data/toy"       # a --data DIR (layout: README); the toy world is generated here on first use
+    out: str = "runs"            # stage k writes {out}/stage{k}
+    init: str = ""               # stage 1: a base checkpoint dir (then LoRA on the frozen base); stage 2: default {out}/stage1
+    seed: int = 0
+    device: str = "auto"         # auto | cpu | cuda | mps
+    resume: bool = False         # continue {out}/stage{k} from its train_state.pt
+    max_steps: int = 1200
+    batch_size: int = 32
+    grad_accum: int = 1          # micro-batches per optimizer step
+    lr: float = 2e-3
+    min_lr: float = 1e-4         # cosine floor
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    lora_rank: int = 0           # 0 = full fine-tuning
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    vocab_size: int = 1000       # sentencepiece pieces (stage 1 from scratch only), schema tokens come on top
+    log_every: int = 50
+    eval_every: int = 400
+    eval_batches: int = 4        # dev-loss batches per task
+    dev_docs: int = 10           # M2E2 dev documents for the quick dev score (0: off)
+
+
+PRESETS = {
+    1: dict(max_steps=1200, lr=2e-3, lora_rank=0),
+    2: dict(max_steps=600, lr=1e-3, lora_rank=16, warmup_steps=50, eval_every=300),
+}
+
+
+def parse_args(argv=None) -> TrainConfig:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action="store_true", default=None)
+        else:
+            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None,
+                           help=f"default {f.default} (stage presets: {PRESETS[1].get(f.name, '-')} / {PRESETS[2].get(f.name, '-')})")
+    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    stage = given.get("stage", 1)
+    if stage not in PRESETS:
+        p.error(f"--stage must be 1 or 2, not {stage}")
+    return TrainConfig(**{**PRESETS[stage], **given})
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to ``min_lr`` at ``max_steps``: a function of the step alone."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+# ============================================================================= set-up
+def load_data(cfg: TrainConfig) -> data.Sources:
+    root = Path(cfg.data)
+    if not root.exists():
+        if cfg.data != TrainConfig.data:
+            sys.exit(f"train.py: --data {root} does not exist")
+        import toy
+        print(f"generating the toy world in {root} (first use; `python toy.py --out {root}` does the same) ...")
+        toy.generate(root, seed=0)
+    return data.read_sources(root)
+
+
+def build_model(cfg: TrainConfig, src: data.Sources, run: Path) -> tuple[M.Seq2Seq, data.Tokenizer]:
+    """Stage 1 from scratch: a new tokenizer (training text only) and network. Otherwise: the --init checkpoint
+    (stage 2 default: {out}/stage1), whose base weights are copied into this run so it stands on its own."""
+    init = Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
+    run.mkdir(parents=True, exist_ok=True)
+    if init is None:
+        texts = [s.words for s in src.ace.get("train", [])] + [r.words for r in src.mnre.get("train", [])]
+        tok = data.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
+        net = M.Seq2Seq(M.ModelConfig(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id))
+        if cfg.lora_rank:
+            sys.exit("train.py: --lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
+    else:
+        if not (init / "model.safetensors").exists():
+            sys.exit(f"train.py: no model.safetensors in {init} (run stage 1 first, or pass --init)")
+        tok = data.Tokenizer.load(init / "tokenizer.model")
+        net = M.load_model(init / "model.safetensors")
+        if (init / "adapter.safetensors").exists():  # an adapted base: bake the adapter in first
+            M.merge_lora(M.load_adapter(net, init / "adapter.safetensors"))
+            net = _plain_copy(net)
+        if run.resolve() != init.resolve():
+            M.save_model(net, run / "model.safetensors")
+    tok.save(run / "tokenizer.model")
+    if cfg.lora_rank:
+        M.add_lora(net, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
+        M.mark_only_lora_as_trainable(net)
+    return net, tok
+
+
+def _plain_copy(net: M.Seq2Seq) -> M.Seq2Seq:
+    """A LoRA-free network holding the (merged) weights of ``net``."""
+    plain = M.Seq2Seq(net.cfg)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if "lora_" not in k})
+    return plain
+
+
+# ============================================================================= checkpoints
+def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step: int) -> None:
+    """Weights first, train state last: a crash in between leaves a state that points at older weights,
+    which --resume detects (the step in rmpl.json and train_state.pt differ)."""
+    if cfg.lora_rank:
+        M.save_adapter(net, run / "adapter.safetensors", base_ref=str(run / "model.safetensors"))
+    else:
+        M.save_model(net, run / "model.safetensors")
+    info = {"stage": cfg.stage, "tasks": list(tasks), "step": step, "config": asdict(cfg)}
+    M.write_atomic(run / "rmpl.json", json.dumps(info, indent=1).encode())
+    state = {"step": step, "optimizer": opt.state_dict(), "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    M.write_atomic(run / "train_state.pt", buf.getvalue())
+
+
+def load_train_state(run: Path, net, cfg: TrainConfig, opt, sampler) -> int:
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    if cfg.lora_rank:  # the LoRA layers exist already (build_model): load their tensors
+        net.load_state_dict(load_file(run / "adapter.safetensors"), strict=False)
+    else:
+        net.load_state_dict(M.load_model(run / "model.safetensors").state_dict())
+    opt.load_state_dict(state["optimizer"])
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"]
+
+
+# ============================================================================= evaluation
+@torch.no_grad()
+def dev_loss(net, dev: dict, cfg: TrainConfig, device) -> dict[str, float]:
+    """Mean token cross-entropy per task on the first ``eval_batches`` batches of each dev task."""
+    net.eval()
+    out = {}
+    for task, encoded in dev.items():
+        total = n = 0
+        for i in range(0, min(len(encoded), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
+            batch = {k: v.to(device) for k, v in data.collate(encoded[i:i + cfg.batch_size], net.cfg.pad_id).items()}
+            _, per_example = net(batch, reduction="none")
+            tokens = (batch["target_ids"] != net.cfg.pad_id).sum(1)
+            total, n = total + (per_example * tokens).sum().item(), n + tokens.sum().item()
+        out[task] = total / max(n, 1)
+    net.train()
+    return out
+
+
+def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[str, float]:
+    """Strict F1 of the six cells on the first ``n_docs`` M2E2 dev documents (a progress signal, not a result)."""
+    if gold is None or n_docs <= 0:
+        return {}
+    import evaluate
+    docs = sorted({S.doc_id(k) for k in gold.sentences})[:n_docs]
+    sub = data.M2E2({k: s for k, s in gold.sentences.items() if S.doc_id(k) in docs},
+                    {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
+                    [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
+    was_training = net.training
+    pred = rmpl.RMPL(net, tok, tasks).extract(list(sub.sentences.values()), list(sub.images.values()))
+    net.train(was_training)
+    cells = evaluate.score(sub, pred)
+    return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}
+
+
+# ============================================================================= the loop
+def main(argv=None) -> dict:
+    cfg = parse_args(argv)
+    set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    run = Path(cfg.out) / f"stage{cfg.stage}"
+    src = load_data(cfg)
+    net, tok = build_model(cfg, src, run)
+    net.to(device).train()
+    tasks = rmpl.STAGE_TASKS[cfg.stage]
+
+    def split(name):
+        return rmpl.build_tasks(cfg.stage, src.ace.get(name, []), src.swig.get(name, []), src.mnre.get(name, []))
+
+    cut = Counter()  # truncated inputs/targets, reported once
+
+    def encode(examples):
+        return [data.encode_example(e, tok, net.cfg.image_size, net.cfg.max_text_len, net.cfg.max_target_len, counts=cut)
+                for e in examples]
+
+    train = {t: encode(exs) for t, exs in split("train").items()}
+    dev = {t: encode(exs) for t, exs in split("dev").items()}
+    if not train:
+        sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} ({', '.join(tasks)})")
+    sampler = data.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.95))
+    start = load_train_state(run, net, cfg, opt, sampler) if cfg.resume else 0
+
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
+          f"{n_params / 1e6:.2f}M parameters; device {device}")
+    if cfg.lora_rank:
+        M.print_trainable_parameters(net)
+    log = open(run / "log.jsonl", "a")
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=None, desc=f"stage {cfg.stage}")
+    t0, record = time.time(), {}
+    for step in bar:
+        lr = get_lr(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for _ in range(cfg.grad_accum):
+            batch = {k: v.to(device) for k, v in data.collate(next(sampler), net.cfg.pad_id).items()}
+            with autocast:
+                _, per_example = net(batch, reduction="none")
+            tokens = (batch["target_ids"] != net.cfg.pad_id).sum(1)
+            loss, parts = rmpl.multitask_loss(per_example.float(), tokens, batch["task_ids"])
+            (loss / cfg.grad_accum).backward()  # accumulated gradient = gradient of the mean micro-batch loss
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        last = step + 1 == cfg.max_steps
+        if (step + 1) % cfg.log_every == 0 or last:
+            record = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(norm.item(), 3),
+                      "tasks": {t: round(v, 4) for t, v in parts.items()}, "elapsed_s": round(time.time() - t0, 1)}
+            bar.write(f"step {step + 1:5d} | loss {loss.item():.4f} | lr {lr:.2e} | norm {norm.item():6.3f} | "
+                      f"{record['elapsed_s']:7.1f}s")
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if (step + 1) % cfg.eval_every == 0 or last:
+            record = {"step": step + 1, "dev_loss": dev_loss(net, dev, cfg, device),
+                      "dev_f1": quick_score(net, tok, tasks, src.m2e2.get("dev"), cfg.dev_docs)}
+            bar.write(f"eval {step + 1:5d} | dev loss " + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
+                      + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
+    log.close()
+    print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s: {run}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

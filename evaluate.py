@@ -317,23 +317,61 @@ def format_table(cells: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def resolve_gold(data_dir: str | Path, split: str) -> Path:
+    """``--data`` may be an M2E2 directory itself or a train.py data root holding ``m2e2/{split}``."""
+    d = Path(data_dir)
+    return d if (d / "text_only_event.json").exists() else d / "m2e2" / split
+
+
+def predict(checkpoint, gold: M2E2, out: Path, device: str = "auto") -> Predictions:
+    """Run a trained model (rmpl.RMPL) over every sentence and image of ``gold``; write the JSON Lines."""
+    import rmpl
+    import train
+    images = [i for i in gold.images.values() if i.path is not None]
+    if len(images) < len(gold.images):
+        warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no file: nothing is "
+                      f"predicted for them")
+    model = rmpl.RMPL.load(checkpoint, train.pick_device(device))
+    pred = model.extract(list(gold.sentences.values()), images)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(line) + "\n" for line in rmpl.prediction_lines(pred)))
+    return pred
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Score M2E2 predictions (JSON Lines) under the strict protocol.")
-    parser.add_argument("--gold", required=True, help="directory of the official M2E2 annotation files")
-    parser.add_argument("--pred", required=True, help="prediction file, JSON Lines (see docs/m2e2.md)")
+    parser = argparse.ArgumentParser(
+        description="Score M2E2 predictions under the strict protocol. With --pred: score that file. "
+                    "Without: run the model of --checkpoint on --data/--split, write its predictions, score them.")
+    parser.add_argument("--pred", help="prediction file to score, JSON Lines (see docs/m2e2.md)")
+    parser.add_argument("--gold", help="directory of the M2E2 annotation files (default: from --data and --split)")
+    parser.add_argument("--checkpoint", default="runs/stage2", help="a train.py output directory")
+    parser.add_argument("--data", default="data/toy", help="an M2E2 directory (with images/), or a data root with m2e2/SPLIT")
+    parser.add_argument("--split", default="test", choices=("dev", "test"))
+    parser.add_argument("--pred-out", help="where the model's predictions go (default CHECKPOINT/predictions_SPLIT.jsonl)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     for switch in ("keep-events", "trigger-start", "gold-images-only", "unattached-args"):
         parser.add_argument(f"--{switch}", action="store_true", help="peer-compatible relaxation (see docstring)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--by-type", action="store_true", help="also score each event type separately")
     args = parser.parse_args(argv)
+    gold_dir = Path(args.gold) if args.gold else resolve_gold(args.data, args.split)
     try:
-        gold = read_m2e2(args.gold)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pred = load_predictions(args.pred, gold)
+            if args.pred:
+                gold = read_m2e2(gold_dir)
+                pred = load_predictions(args.pred, gold)
+            else:
+                if not Path(args.checkpoint, "rmpl.json").exists():
+                    raise ValueError(f"{args.checkpoint}: no trained model here (run `python train.py --stage 1` and "
+                                     f"`--stage 2` first, or pass --checkpoint DIR or --pred FILE)")
+                gold = read_m2e2(gold_dir, images=True)
+                out = Path(args.pred_out or Path(args.checkpoint) / f"predictions_{args.split}.jsonl")
+                pred = predict(args.checkpoint, gold, out, args.device)
+                print(f"predictions: {out}", file=sys.stderr)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-    except (OSError, ValueError) as e:  # PredictionError, a bad gold file, a missing file
+    except (OSError, ValueError) as e:  # PredictionError, DataError, CheckpointError, a missing file
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     switches = {s: getattr(args, s) for s in ("keep_events", "trigger_start", "gold_images_only", "unattached_args")}
@@ -344,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
     on = [s.replace("_", "-") for s, value in switches.items() if value]
-    print("protocol: " + " + ".join(["strict", *on]))
+    print("protocol: " + " + ".join(["strict", *on]) + f"  ({gold_dir})")
     print(format_table(result))
     for t, cells in result.get("by_type", {}).items():
         print("\n" + format_table(cells, t))

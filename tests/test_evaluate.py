@@ -298,7 +298,7 @@ def test_cli_table(gold_dir, capsys):
     evaluate.main(["--gold", str(gold_dir), "--pred", str(write_lines(gold_dir.parent / "p.jsonl", GOLD_LINES)),
                    "--trigger-start"])
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "protocol: strict + trigger-start"
+    assert out[0] == f"protocol: strict + trigger-start  ({gold_dir})"
     assert out[1].split() == ["P", "R", "F1", "match", "pred", "gold"]
     assert out[2].split() == ["text", "event", "mention", "100.00", "100.00", "100.00", "2", "2", "2"]
     assert out[7].split() == ["multimedia", "argument", "role", "100.00", "100.00", "100.00", "9", "9", "9"]

@@ -130,27 +130,24 @@ def test_kv_cache_generation_matches_full_recompute(overfit, has_image, seed):
     assert all(EOS not in row for row in with_cache)
 
 
-def forced(stop):
-    """An allowed_fn that forces 3, 4, 5, ... and then eos after `stop` tokens."""
-    def allowed_fn(prefix):
-        mask = torch.zeros(V, dtype=torch.bool)
-        mask[EOS if len(prefix) == stop else 3 + len(prefix)] = True
-        return mask
-    return allowed_fn
-
-
 @pytest.mark.parametrize("use_cache", [True, False])
-@pytest.mark.parametrize("stop, max_new, expected", [(2, 10, [3, 4]), (0, 10, []), (20, 4, [3, 4, 5, 6])])
-def test_allowed_fn_constrains_decoding(use_cache, stop, max_new, expected):
-    # rows stopping at different lengths are checked by test_overfits_one_batch (targets of 7, 4, 2, 5 tokens)
-    assert tiny_model().generate(make_batch(), max_new, allowed_fn=forced(stop), use_cache=use_cache) == [expected] * 3
+def test_allowed_mask_constrains_each_row(use_cache):
+    m, batch = tiny_model(), make_batch()
+    allowed = torch.zeros(3, V, dtype=torch.bool)
+    allowed[:, EOS] = True
+    allowed[0, 5], allowed[1, 6], allowed[2, [5, 7]] = True, True, True
+    rows = m.generate(batch, 6, allowed=allowed, use_cache=use_cache)
+    assert set(rows[0]) <= {5} and set(rows[1]) <= {6} and set(rows[2]) <= {5, 7}
+    only_eos = torch.zeros(3, V, dtype=torch.bool)
+    only_eos[:, EOS] = True
+    assert m.generate(batch, 6, allowed=only_eos, use_cache=use_cache) == [[], [], []]
 
 
 def test_generation_is_capped_by_max_target_len():
     m, batch = tiny_model(), make_batch()
-    no_eos = torch.ones(V, dtype=torch.bool)
-    no_eos[EOS] = False
-    assert [len(r) for r in m.generate(batch, 100, allowed_fn=lambda p: no_eos)] == [12] * 3
+    no_eos = torch.ones(3, V, dtype=torch.bool)
+    no_eos[:, EOS] = False
+    assert [len(r) for r in m.generate(batch, 100, allowed=no_eos)] == [12] * 3
 
 
 # ----------------------------------------------------------------------------- LoRA

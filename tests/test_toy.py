@@ -44,6 +44,14 @@ def test_deterministic(world, tmp_path):
     assert other != again and other["ace/train.json"] != again["ace/train.json"]
 
 
+def test_command_line_writes_the_same_world(world, tmp_path):
+    sizes = [x for k, v in SMALL.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    toy.main(["--out", str(tmp_path / "cli"), "--seed", "0", *sizes])
+    assert files(tmp_path / "cli") == files(world)
+    with pytest.raises(SystemExit):  # --draw without --doc / --png is refused before anything is done
+        toy.main(["--draw", str(world)])
+
+
 def test_layout_and_sizes(world, sources):
     for split in ("train", "dev", "test"):
         assert len(sources.ace[split]) == SMALL[f"ace_{split}"]
@@ -114,6 +122,8 @@ def test_m2e2_read_back_and_cross_media(sources):
         m = sources.m2e2[split]
         for im in m.images.values():  # every image file decodes and every box lies inside it (the reader checks)
             assert im.path and im.size
+        linked, pairs = toy.same_type_pairs(m)  # every link is a same-type pair; decoys are not linked
+        assert linked == len({(x.sentence_id, x.image_id, x.event_type) for x in m.links}) <= pairs
         for link in m.links:
             s, im = m.sentences[link.sentence_id], m.images[link.image_id]
             assert s.doc_id == im.doc_id and link.image_id in s.images

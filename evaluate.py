@@ -332,7 +332,7 @@ def predict(checkpoint, gold: M2E2, out: Path, device: str = "auto") -> Predicti
         warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no file: nothing is "
                       f"predicted for them")
     model = rmpl.RMPL.load(checkpoint, train.pick_device(device))
-    pred = model.extract(list(gold.sentences.values()), images)
+    pred = model.predict(list(gold.sentences.values()), images)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(line) + "\n" for line in rmpl.prediction_lines(pred)))
     return pred

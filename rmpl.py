@@ -190,10 +190,14 @@ class RMPL:
         mask[:, self.tok.pad_id] = False  # prompts are padded; pad is never an output
         return mask
 
-    def extract(self, sentences: list[S.Sentence], images: list[S.Image]) -> S.Predictions:
+    def predict(self, sentences: list[S.Sentence], images: list[S.Image]) -> S.Predictions:
         """Events of the given sentences and images (one or many documents), and the links between them."""
         text, pics = self._text_events(sentences), self._image_events(images)
         return S.Predictions(text, pics, self._links(sentences, images, text, pics))
+
+    def extract(self, sentences: list[S.Sentence], images: list[S.Image]) -> list[dict]:
+        """``predict``, written as the JSON Lines objects of the prediction format (m2e2.md)."""
+        return prediction_lines(self.predict(sentences, images))
 
     def _text_events(self, sentences) -> dict[str, list[S.TextEvent]]:
         one_pass = "text_mention" not in self.tasks

@@ -203,7 +203,6 @@ TASKS: tuple[str, ...] = (
     "image_mention",   # stage 2 EMI: image -> event type
     "text_argument",   # stage 2 ARE: sentence + one event (type, trigger) -> that event with arguments
     "image_argument",  # stage 2 ARE: image + one event type -> that event with argument boxes
-    "coref",           # inference: sentence event + image -> <yes>/<no>, same event?
 )
 TASK_TOKENS = {t: f"<task:{t}>" for t in TASKS}
 TYPE_TOKENS = {t: f"<t:{t}>" for t in EVENT_TYPES}
@@ -211,12 +210,12 @@ ROLE_TOKENS = {r: f"<r:{r}>" for r in ROLES}
 REL_TOKENS = {label: f"<rel:{label}>" for label in MNRE_LABELS}
 LOC_TOKENS = tuple(f"<loc_{k}>" for k in range(NUM_BINS))
 OCC_TOKENS = {k: f"<occ{k}>" for k in range(2, MAX_OCC + 1)}
-HEAD, TAIL, SEP, YES, NO, IMAGE = "<head>", "<tail>", "<sep>", "<yes>", "<no>", "<image>"
+HEAD, TAIL, SEP = "<head>", "<tail>", "<sep>"
 
 # Every token that must be one id of the vocabulary, in a fixed order (the tokenizer relies on it).
 SPECIAL_TOKENS: tuple[str, ...] = (
     *TASK_TOKENS.values(), *TYPE_TOKENS.values(), *ROLE_TOKENS.values(), *REL_TOKENS.values(),
-    *LOC_TOKENS, *OCC_TOKENS.values(), HEAD, TAIL, SEP, YES, NO, IMAGE,
+    *LOC_TOKENS, *OCC_TOKENS.values(), HEAD, TAIL, SEP,
 )
 
 _TYPE_OF = {tok: t for t, tok in TYPE_TOKENS.items()}

@@ -68,9 +68,14 @@ class TrainConfig:
     dev_docs: int = 10           # M2E2 dev documents for the quick dev score (0: off)
 
 
+# What differs per stage. Stage 2 fine-tunes the whole network by default: on the toy dev split, LoRA (r=16
+# on every attention projection, lr 1e-3) reached image / multimedia mention F1 44.9 / 53.3 where full
+# fine-tuning (lr 5e-4) reached 54.1 / 60.4 from the same stage-1 model. A from-scratch 3M model has no
+# pretrained features for a low-rank update to steer; LoRA stays one flag away (--lora-rank 16), and stage 1
+# on a given base (--init) trains LoRA by default, the paper's setting.
 PRESETS = {
-    1: dict(max_steps=1500, lr=1e-3, lora_rank=0),
-    2: dict(max_steps=600, lr=1e-3, lora_rank=16, warmup_steps=50),
+    1: dict(max_steps=2000, lr=1e-3, lora_rank=0),
+    2: dict(max_steps=600, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
 
 
@@ -92,6 +97,8 @@ def parse_args(argv=None) -> TrainConfig:
         p.error(f"--tasks: unknown {sorted(unknown)}; known: {', '.join(S.TASKS)}")
     if given.get("model_size", "base") not in M.MODEL_SIZES:
         p.error(f"--model-size must be one of {', '.join(M.MODEL_SIZES)}")
+    if stage == 1 and given.get("init") and "lora_rank" not in given:
+        given["lora_rank"] = 16  # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
     return TrainConfig(**{**PRESETS[stage], **given})
 
 
@@ -239,7 +246,7 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
                     {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
                     [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
     was_training = net.training
-    pred = rmpl.RMPL(net, tok, tasks).extract(list(sub.sentences.values()), list(sub.images.values()))
+    pred = rmpl.RMPL(net, tok, tasks).predict(list(sub.sentences.values()), list(sub.images.values()))
     net.train(was_training)
     cells = evaluate.score(sub, pred)
     return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}

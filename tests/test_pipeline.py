@@ -26,14 +26,19 @@ def test_stage1_stage2_evaluate(world, tmp_path, capsys):
     out = tmp_path / "runs"
     train.main(["--stage", "1", "--data", str(world), "--out", str(out), *FAST])
     train.main(["--stage", "2", "--data", str(world), "--out", str(out), *FAST])
-    for stage, files in [(1, ["model.safetensors"]), (2, ["model.safetensors", "adapter.safetensors"])]:
-        run = out / f"stage{stage}"
+    lora = tmp_path / "lora"  # stage 2 with LoRA adapters on the stage-1 base
+    train.main(["--stage", "2", "--data", str(world), "--out", str(lora), "--init", str(out / "stage1"),
+                "--lora-rank", "4", *FAST])
+    for run, files in [(out / "stage1", ["model.safetensors"]), (out / "stage2", ["model.safetensors"]),
+                       (lora / "stage2", ["model.safetensors", "adapter.safetensors"])]:
         for name in files + ["tokenizer.model", "rmpl.json", "train_state.pt", "log.jsonl"]:
-            assert (run / name).is_file(), f"stage {stage} did not write {name}"
+            assert (run / name).is_file(), f"{run} has no {name}"
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and "dev_loss" in log[-1]
         assert json.loads((run / "rmpl.json").read_text())["step"] == 3
     capsys.readouterr()
+    evaluate.main(["--checkpoint", str(lora / "stage2"), "--data", str(world), "--split", "test", "--json"])
+    assert set(evaluate.CELLS) <= set(json.loads(capsys.readouterr().out))  # base + adapter load and extract
     evaluate.main(["--checkpoint", str(out / "stage2"), "--data", str(world), "--split", "test", "--json"])
     result = json.loads(capsys.readouterr().out)  # exactly one JSON object
     assert set(evaluate.CELLS) <= set(result)

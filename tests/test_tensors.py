@@ -65,7 +65,7 @@ def test_round_trip(tokens):
 @pytest.mark.parametrize("tokens", [
     ["Zürich", "北京", "☃", "naïve", "ﬁx", "Å", "Å"],        # unseen characters, NFC vs NFD kept apart
     ["don't", "U.S.", "--", "(", "$5", "e-mail", "a\tb", "x\u00a0y"],  # punctuation, tab, no-break space
-    ["<head>", "<tail>", "<loc_0>", "<loc_63>", "<occ2>", "unseenword", "<yes>"],
+    ["<head>", "<tail>", "<loc_0>", "<loc_63>", "<occ2>", "unseenword", "<head>"],
     [],
 ])
 def test_round_trip_known(tokens):
@@ -236,7 +236,7 @@ def test_encode_and_collate(tmp_path):
     t = tok()
     text = Example("text_event", ["<task:text_event>", "the", "rebels", "bombed", "Aleppo"],
                    ["<t:Conflict:Attack>", "bombed"], meta={"id": "s1"})
-    image = Example("image_event", ["<task:image_event>", "<image>"], ["<t:Life:Die>", "<r:Victim>", "<loc_1>",
+    image = Example("image_event", ["<task:image_event>", "<sep>"], ["<t:Life:Die>", "<r:Victim>", "<loc_1>",
                     "<loc_2>", "<loc_3>", "<loc_4>"], image=str(tmp_path / "i.png"), size=(40, 20))
     enc = [encode_example(ex, t, 8) for ex in (text, image)]
     batch = collate(enc, t.pad_id)
@@ -256,7 +256,7 @@ def test_encode_and_collate(tmp_path):
 
 def test_truncation_is_counted():
     t = tok()
-    ex = Example("text_event", ["<task:text_event>"] + ["<sep>"] * 9, ["<yes>"] * 5)
+    ex = Example("text_event", ["<task:text_event>"] + ["<sep>"] * 9, ["<head>"] * 5)
     counts = Counter()
     e = encode_example(ex, t, 8, max_input_len=4, max_target_len=3, counts=counts)
     assert (len(e["input_ids"]), e["input_cut"]) == (4, 6) and (len(e["target_ids"]), e["target_cut"]) == (3, 3)
@@ -305,9 +305,9 @@ def test_sampler_proportions_match_weights():
 
 
 def test_each_epoch_visits_every_example_once():
-    batches = TaskSampler(datasets({"coref": 10}), {"coref": 1.0}, 5, seed=3)
+    batches = TaskSampler(datasets({"text_event": 10}), {"text_event": 1.0}, 5, seed=3)
     first, second = ids(next(batches)) + ids(next(batches)), ids(next(batches)) + ids(next(batches))
-    assert sorted(first) == sorted(second) == sorted(f"coref{i}" for i in range(10)) and first != second
+    assert sorted(first) == sorted(second) == sorted(f"text_event{i}" for i in range(10)) and first != second
 
 
 def test_resume_gives_the_identical_continuation():

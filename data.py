@@ -31,7 +31,7 @@ from schema import (ACE_TO_M2E2, IMAGE_ROLES, MNRE_LABELS, SPECIAL_TOKENS, TASKS
 # Bad input raises DataError naming the file, the record and the problem. The gold reader (M2E2) raises on
 # every problem. The training readers (JMEE, SWiG, MNRE) raise when the format itself is broken (not JSON,
 # wrong top-level type, a missing field, an image file that is missing or does not decode) but skip a record
-# with a bad offset, box or label, and say so in one warning per file ("skipped N records: ..."), together
+# with a bad offset, box, label or word (none, or one the tokenizer cannot hold), and say so in one warning per file ("skipped N records: ..."), together
 # with what the schema mapping dropped on purpose (other ACE types, roles that are not roles of the type).
 
 
@@ -80,12 +80,20 @@ def _image_size(file: Path, where: str) -> tuple[int, int]:
     return size
 
 
+def _unique_keys(pairs: list) -> dict:
+    """json object_pairs_hook: a key given twice is an error (json.loads would silently keep the last record)."""
+    twice = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+    if twice:
+        raise ValueError(f"duplicate key {twice[0]!r}")
+    return dict(pairs)
+
+
 def _load_json(path: Path, kind: type):
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a duplicate key
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, kind):
         raise DataError(f"{path}: expected a JSON {kind.__name__} at the top level, got {type(data).__name__}")
@@ -94,9 +102,25 @@ def _load_json(path: Path, kind: type):
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}: line {line}: not valid UTF-8 (byte {raw[e.start]:#04x})") from None
+
+
+def _words(words) -> tuple[str, ...]:
+    """A sentence's words: TypeError unless a list of strings (a broken format); ValueError if there are none or
+    one the tokenizer cannot hold (empty, or with ' ' or '\u2581'), which a training reader skips."""
+    if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+        raise TypeError(f"words must be a list of strings, got {words!r:.80}")
+    bad = [w for w in words if not _encodable(w)]
+    if not words or bad:
+        raise ValueError(f"word {bad[0]!r} is empty or holds a space" if bad else "a sentence with no words")
+    return tuple(words)
 
 
 def _parse_all(path: Path, items, parse, skip_bad: bool, dropped: Counter | None = None) -> list:
@@ -135,7 +159,7 @@ class M2E2:
 
 
 def _m2e2_sentence(rec: dict) -> Sentence:
-    words = tuple(rec["words"])
+    words = _words(rec["words"])
     events = []
     for e in rec["golden-event-mentions"]:
         t = e["event_type"]
@@ -185,7 +209,11 @@ def read_m2e2(directory, images: bool = False) -> M2E2:
         path = d / name
         records = _load_json(path, list)
         items = [(f"record {r.get('sentence_id', i) if isinstance(r, dict) else i}", r) for i, r in enumerate(records)]
+        seen = set()
         for (where, _), s in zip(items, _parse_all(path, items, _m2e2_sentence, skip_bad=False)):
+            if s.id in seen:
+                raise DataError(f"{path}: {where}: sentence id given twice in this file")
+            seen.add(s.id)
             old = sentences.get(s.id)
             if old is not None:  # the same sentence annotated in both files: its gold is the union
                 if (old.words, old.images) != (s.words, s.images):
@@ -242,7 +270,7 @@ def read_jmee(path) -> list[Sentence]:
 
     def parse(item) -> Sentence:
         i, rec = item
-        words = tuple(rec["words"])
+        words = _words(rec["words"])
         events = []
         for e in rec["golden-event-mentions"]:
             t = ACE_TO_M2E2.get(e["event_type"])
@@ -333,7 +361,7 @@ def read_mnre(path, image_dir) -> list[RelationExample]:
 
     def parse(item) -> RelationExample:
         i, rec = item
-        words, name = tuple(rec["token"]), rec["img_id"]
+        words, name = _words(rec["token"]), rec["img_id"]
         if name not in sizes:
             sizes[name] = _image_size(image_dir / name, f"line {i + 1}")
         if rec["relation"] not in MNRE_LABELS:

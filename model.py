@@ -402,8 +402,10 @@ class CheckpointError(ValueError):
 
 
 def write_atomic(path, data: bytes) -> None:
-    """Write a temp file in the same directory, fsync, rename: a crash leaves the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    """Write a temp file in the same directory, fsync, rename, fsync the directory: a crash (or a power cut) leaves
+    the old file or the new one, never a torn one. A killed writer may leave a ``.tmp-*`` file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -413,6 +415,11 @@ def write_atomic(path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+    dir_fd = os.open(folder, os.O_RDONLY)  # the rename itself is durable only once the directory is synced
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _read_metadata(path, kind: str) -> dict[str, str]:

@@ -37,6 +37,7 @@ What this file does not do: read files (data.py), define the network (model.py),
 """
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -93,6 +94,7 @@ def image_examples(task: str, img: S.Image) -> list[data.Example]:
 
 
 def relation_examples(ex: S.RelationExample) -> list[data.Example]:
+    """The example one MNRE line gives (with its image when it has one)."""
     size = ex.image.size if ex.image else None
     target = S.linearise(ex.relations, ex.words, size)
     if ex.image is None:
@@ -101,15 +103,26 @@ def relation_examples(ex: S.RelationExample) -> list[data.Example]:
 
 
 def build_tasks(tasks, sentences, images, relations) -> dict[str, list[data.Example]]:
-    """Cast the sources of one split into the examples of each of ``tasks`` (e.g. STAGE_TASKS[1])."""
+    """Cast the sources of one split into the examples of each of ``tasks`` (e.g. STAGE_TASKS[1]).
+
+    A record the schema cannot write (a span past the MAX_OCC-th occurrence of its words) is skipped,
+    counted, and reported in one warning per task."""
     out = {}
     for task in tasks:
         if task == "relation":
-            out[task] = [e for r in relations for e in relation_examples(r)]
+            records, make = relations, relation_examples
         elif task.startswith("text"):
-            out[task] = [e for s in sentences for e in text_examples(task, s)]
+            records, make = sentences, lambda s: text_examples(task, s)
         else:
-            out[task] = [e for i in images for e in image_examples(task, i)]
+            records, make = images, lambda i: image_examples(task, i)
+        out[task], skipped = [], []
+        for rec in records:
+            try:
+                out[task] += make(rec)
+            except ValueError as e:
+                skipped.append(f"{rec.id}: {e}")
+        if skipped:
+            warnings.warn(f"{task}: skipped {len(skipped)} records the schema cannot write, e.g. {skipped[0]}")
     return {t: exs for t, exs in out.items() if exs}
 
 

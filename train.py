@@ -16,20 +16,22 @@ log.jsonl (one line per log interval and per eval).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
+import pickle
 import random
 import sys
 import time
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 import data
@@ -49,7 +51,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"         # auto | cpu | cuda | mps
     resume: bool = False         # continue {out}/stage{k} from its train_state.pt
-    max_steps: int = 1200
+    max_steps: int = 2000
     batch_size: int = 32
     grad_accum: int = 1          # micro-batches per optimizer step
     lr: float = 1e-3
@@ -80,14 +82,15 @@ PRESETS = {
 
 
 def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        presets = "; ".join(f"stage {k}: {v[f.name]}" for k, v in PRESETS.items() if f.name in v)
+        help = f"default {f.default!r}" + (f" ({presets})" if presets else "")
         if f.type == "bool":
-            p.add_argument(flag, action="store_true", default=None)
+            p.add_argument(flag, action="store_true", default=None, help=help)
         else:
-            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None,
-                           help=f"default {f.default} (stage presets: {PRESETS[1].get(f.name, '-')} / {PRESETS[2].get(f.name, '-')})")
+            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None, help=help)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     stage = given.get("stage", 1)
     if stage not in PRESETS:
@@ -123,6 +126,16 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 # ============================================================================= set-up
+@contextmanager
+def warnings_as_lines():
+    """The readers' and task builders' counted skips, printed as one ``warning: ...`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"warning: {w.message}")
+
+
 def load_data(cfg: TrainConfig) -> data.Sources:
     root = Path(cfg.data)
     if not root.exists():
@@ -131,19 +144,30 @@ def load_data(cfg: TrainConfig) -> data.Sources:
         import toy
         print(f"generating the toy world in {root} (first use; `python toy.py --out {root}` does the same) ...")
         toy.generate(root, seed=0)
-    with warnings.catch_warnings(record=True) as caught:  # the readers' counted skips, one line each
-        warnings.simplefilter("always")
-        sources = data.read_sources(root)
-    for w in caught:
-        print(f"warning: {w.message}")
+    with warnings_as_lines():
+        try:
+            sources = data.read_sources(root)
+        except data.DataError as e:  # names the file, the record and the problem: no traceback needed
+            sys.exit(f"train.py: {e}")
     return sources
 
 
 def build_model(cfg: TrainConfig, src: data.Sources, run: Path) -> tuple[M.Seq2Seq, data.Tokenizer]:
     """Stage 1 from scratch: a new tokenizer (training text only) and network. Otherwise: the --init checkpoint
-    (stage 2 default: {out}/stage1), whose base weights are copied into this run so it stands on its own."""
+    (stage 2 default: {out}/stage1), whose base weights are copied into this run so it stands on its own.
+    --resume: the run's own tokenizer and weights (base + adapter), nothing re-trained or re-copied; the new
+    network's random init is overwritten, and load_train_state then restores the RNGs it used up."""
     init = Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
     run.mkdir(parents=True, exist_ok=True)
+    if cfg.resume:
+        needed = ["train_state.pt", "rmpl.json", "tokenizer.model", "model.safetensors"]
+        for name in needed + ["adapter.safetensors"] * bool(cfg.lora_rank):
+            if not (run / name).is_file():
+                sys.exit(f"train.py: --resume: no {name} in {run} (no checkpoint to resume; drop --resume to start)")
+        tok, net = data.Tokenizer.load(run / "tokenizer.model"), M.load_model(run / "model.safetensors")
+        if cfg.lora_rank:  # the file's LoRA layers on the run's base (load_adapter checks the base hash)
+            M.mark_only_lora_as_trainable(M.load_adapter(net, run / "adapter.safetensors"))
+        return net, tok
     if init is None:
         texts = [s.words for s in src.ace.get("train", [])] + [r.words for r in src.mnre.get("train", [])]
         tok = data.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
@@ -177,29 +201,72 @@ def _plain_copy(net: M.Seq2Seq) -> M.Seq2Seq:
 
 # ============================================================================= checkpoints
 def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step: int) -> None:
-    """Weights first, train state last: a crash in between leaves a state that points at older weights,
-    which --resume detects (the step in rmpl.json and train_state.pt differ)."""
+    """Weights, then rmpl.json, then train_state.pt, each written whole or not at all (model.write_atomic: temp
+    file, fsync, rename). A kill between two writes leaves newer weights beside an older train state; the state
+    names the sha256 of the weights file it belongs to, so --resume refuses such a pair (load_train_state).
+    Non-finite weights are refused here, so a diverged run never overwrites a good checkpoint."""
+    if not torch.isfinite(torch.nn.utils.get_total_norm(list(net.parameters()))):  # one fused pass; names on failure
+        bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()] or ["(their norm overflows)"]
+        raise M.CheckpointError(f"{run}: step {step}: non-finite weights in {', '.join(bad[:3])}"
+                                f"{' ...' if len(bad) > 3 else ''}; checkpoint not written, the last one is kept")
+    weights = run / ("adapter.safetensors" if cfg.lora_rank else "model.safetensors")
     if cfg.lora_rank:
-        M.save_adapter(net, run / "adapter.safetensors", base_ref=str(run / "model.safetensors"))
+        M.save_adapter(net, weights, base_ref=str(run / "model.safetensors"))
     else:
-        M.save_model(net, run / "model.safetensors")
+        M.save_model(net, weights)
     info = {"stage": cfg.stage, "tasks": list(tasks), "step": step, "config": asdict(cfg)}
     M.write_atomic(run / "rmpl.json", json.dumps(info, indent=1).encode())
-    state = {"step": step, "optimizer": opt.state_dict(), "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state()}
+    np_rng = np.random.get_state()  # ("MT19937", uint32 keys, pos, has_gauss, gauss): keys as a list for weights_only
+    rng = {"python": random.getstate(), "numpy": (np_rng[0], np_rng[1].tolist(), *np_rng[2:]),
+           "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    state = {"step": step, "weights_sha256": _sha256(weights), "optimizer": opt.state_dict(),
+             "sampler": sampler.state_dict(), "rng": rng}
     buf = io.BytesIO()
     torch.save(state, buf)
     M.write_atomic(run / "train_state.pt", buf.getvalue())
 
 
-def load_train_state(run: Path, net, cfg: TrainConfig, opt, sampler) -> int:
-    state = torch.load(run / "train_state.pt", weights_only=True)
-    if cfg.lora_rank:  # the LoRA layers exist already (build_model): load their tensors
-        net.load_state_dict(load_file(run / "adapter.safetensors"), strict=False)
-    else:
-        net.load_state_dict(M.load_model(run / "model.safetensors").state_dict())
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
+    """Restore the optimizer moments, the sampler's position and every RNG; return the step. The weights are in
+    the network already (build_model). ``weights_only=True`` unpickles tensors and plain containers only, so a
+    tampered train_state.pt cannot run code; it is refused with a CheckpointError, as is a state that does not
+    belong with the weights beside it (a kill between save_checkpoint's writes)."""
+    path = run / "train_state.pt"
+    try:
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise M.CheckpointError(f"{path}: refused: it holds pickled objects other than tensors and plain containers "
+                                f"(loading them could run code; train.py never writes any). "
+                                f"torch: {str(e).splitlines()[0]}")
+    except (RuntimeError, EOFError) as e:
+        raise M.CheckpointError(f"{path}: not a readable train state ({e})")
+    if not {"weights_sha256", "rng"} <= set(state):
+        raise M.CheckpointError(f"{path}: written by an older train.py (no weights hash or RNG states); "
+                                f"it cannot be resumed exactly")
+    weights = run / ("adapter.safetensors" if cfg.lora_rank else "model.safetensors")
+    info = json.loads((run / "rmpl.json").read_text())
+    if state["weights_sha256"] != _sha256(weights) or info["step"] != state["step"]:
+        raise M.CheckpointError(f"{run}: train_state.pt (step {state['step']}) does not belong with {weights.name} "
+                                f"and rmpl.json (step {info['step']}): a checkpoint write was cut off midway. "
+                                f"The optimizer state of these weights is lost, so an exact resume is impossible; "
+                                f"start the stage again")
+    now = asdict(cfg)
+    changed = {k: (v, now.get(k)) for k, v in info["config"].items() if k != "resume" and now.get(k) != v}
+    if changed:
+        print("note: resuming with other settings than the checkpoint's (not the run it would have been): "
+              + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
     opt.load_state_dict(state["optimizer"])
     sampler.load_state_dict(state["sampler"])
-    torch.set_rng_state(state["torch_rng"])
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return state["step"]
 
 
@@ -272,8 +339,15 @@ def main(argv=None) -> dict:
         return [data.encode_example(e, tok, net.cfg.image_size, net.cfg.max_text_len, net.cfg.max_target_len, counts=cut)
                 for e in examples]
 
-    train = {t: encode(exs) for t, exs in split("train").items()}
-    dev = {t: encode(exs) for t, exs in split("dev").items()}
+    try:
+        with warnings_as_lines():
+            train = {t: encode(exs) for t, exs in split("train").items()}
+            dev = {t: encode(exs) for t, exs in split("dev").items()}
+    except ValueError as e:  # DataError: an image that does not decode
+        sys.exit(f"train.py: {e}")
+    if cut["input_truncated"] or cut["target_truncated"]:
+        print(f"warning: of {cut['examples']} examples, {cut['input_truncated']} prompts were cut to "
+              f"max_text_len={net.cfg.max_text_len} and {cut['target_truncated']} targets to max_target_len={net.cfg.max_target_len}")
     if not train:
         sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} ({', '.join(tasks)})")
     sampler = data.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed)
@@ -281,7 +355,10 @@ def main(argv=None) -> dict:
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, cfg.beta2))
-    start = load_train_state(run, net, cfg, opt, sampler) if cfg.resume else 0
+    try:
+        start = load_train_state(run, cfg, opt, sampler) if cfg.resume else 0
+    except M.CheckpointError as e:
+        sys.exit(f"train.py: --resume: {e}")
 
     n_params = sum(p.numel() for p in net.parameters())
     print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
@@ -289,6 +366,8 @@ def main(argv=None) -> dict:
     if cfg.lora_rank:
         M.print_trainable_parameters(net)
     log = open(run / "log.jsonl", "a")
+    if cfg.resume:  # lines after this one replace those of the interrupted run past `step`
+        log.write(json.dumps({"step": start, "resumed": True}) + "\n")
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=None, desc=f"stage {cfg.stage}")
     t0, record = time.time(), {}
@@ -301,6 +380,10 @@ def main(argv=None) -> dict:
                 loss, parts = rmpl.multitask_loss(*example_losses(net, next(sampler), device))
             (loss / cfg.grad_accum).backward()  # accumulated gradient = gradient of the mean micro-batch loss
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if not torch.isfinite(loss.detach() + norm):  # checked before the update, so the weights stay finite
+            sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm {norm.item()}; "
+                     f"stopped without updating or saving (the last checkpoint in {run} is intact). "
+                     f"A lower --lr (now {cfg.lr}) or --grad-clip may help; --resume continues from the checkpoint")
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -319,7 +402,10 @@ def main(argv=None) -> dict:
                       + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
             log.write(json.dumps(record) + "\n")
             log.flush()
-            save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
+            try:
+                save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
+            except M.CheckpointError as e:  # this step's update made weights non-finite (an infinite --lr, say)
+                sys.exit(f"train.py: {e}")
     log.close()
     print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s: {run}")
     return record

@@ -1,0 +1,207 @@
+"""Checkpoints (issue 7): exact resume, crash-safe writes, loading never runs code, non-finite losses stop.
+
+Exact resume is checked the strict way: a run interrupted after its step-k checkpoint and continued with
+--resume must end with the same bytes in every tensor as a run that was never interrupted (CPU, one seed).
+"""
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import model as M
+import rmpl
+import toy
+import train
+
+TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
+            mnre_test=4, m2e2_dev=2, m2e2_test=2)
+FAST = ["--max-steps", "6", "--eval-every", "3", "--batch-size", "4", "--eval-batches", "1", "--dev-docs", "0",
+        "--warmup-steps", "1", "--log-every", "1", "--model-size", "tiny"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return toy.generate(tmp_path_factory.mktemp("toy"), seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def base(world, tmp_path_factory):
+    """A 3-step stage-1 model for the stage-2 runs to start from."""
+    out = tmp_path_factory.mktemp("base")
+    train.main(["--stage", "1", "--data", str(world), "--out", str(out), *FAST, "--max-steps", "3"])
+    return out / "stage1"
+
+
+def interrupt_after(monkeypatch, k):
+    """Make train.main stop as if killed right after writing its step-k checkpoint."""
+    save = train.save_checkpoint
+
+    def save_then_stop(run, net, cfg, tasks, opt, sampler, step):
+        save(run, net, cfg, tasks, opt, sampler, step)
+        if step == k:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
+
+
+def losses(run):
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+@pytest.mark.parametrize("stage", ["1", "2-full", "2-lora"])
+def test_resume_is_bit_exact(world, base, tmp_path, monkeypatch, stage):
+    args = {"1": ["--stage", "1"], "2-full": ["--stage", "2", "--init", str(base)],
+            "2-lora": ["--stage", "2", "--init", str(base), "--lora-rank", "4"]}[stage]
+    args += ["--data", str(world), *FAST]
+    train.main([*args, "--out", str(tmp_path / "straight")])
+    with monkeypatch.context() as m:
+        interrupt_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train.main([*args, "--out", str(tmp_path / "cut")])
+    n = int(stage[0])
+    cut, straight = tmp_path / "cut" / f"stage{n}", tmp_path / "straight" / f"stage{n}"
+    assert json.loads((cut / "rmpl.json").read_text())["step"] == 3
+    train.main([*args, "--out", str(tmp_path / "cut"), "--resume"])
+
+    files = ["model.safetensors"] + ["adapter.safetensors"] * (stage == "2-lora")
+    for name in files:
+        a, b = load_file(straight / name), load_file(cut / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name}: resumed weights differ"
+    if stage == "2-lora":  # LoRA dropout draws from the torch RNG: without its restore the adapters would differ
+        assert any(float(t.abs().sum()) > 0 for k, t in load_file(cut / "adapter.safetensors").items() if "lora_B" in k)
+    sa, sb = (torch.load(r / "train_state.pt", weights_only=True) for r in (straight, cut))
+    assert sa["step"] == sb["step"] == 6 and sa["sampler"] == sb["sampler"]
+    assert losses(cut) == losses(straight)  # the resumed log carries the same losses at steps 4-6
+
+
+def test_resume_without_checkpoint_is_a_clear_error(world, tmp_path):
+    with pytest.raises(SystemExit, match="no train_state.pt in .*drop --resume"):
+        train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--resume"])
+
+
+def test_torn_checkpoint_pair_is_refused(world, tmp_path, monkeypatch):
+    """A kill between the weights and train_state.pt leaves new weights beside an old state: refuse, name it."""
+    args = ["--data", str(world), "--out", str(tmp_path), *FAST]
+    with monkeypatch.context() as m:
+        interrupt_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(args)
+    run = tmp_path / "stage1"
+    old_state = (run / "train_state.pt").read_bytes()
+    with monkeypatch.context() as m:
+        interrupt_after(m, 6)
+        with pytest.raises(KeyboardInterrupt):
+            train.main([*args, "--resume"])
+    (run / "train_state.pt").write_bytes(old_state)  # as if killed before the last write of step 6
+    with pytest.raises(SystemExit, match=r"train_state.pt \(step 3\) does not belong with model.safetensors"):
+        train.main([*args, "--resume"])
+
+
+class Payload:
+    """Unpickling this would create a file: proof that code ran."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_train_state_is_refused(world, tmp_path, monkeypatch):
+    args = ["--data", str(world), "--out", str(tmp_path), *FAST]
+    with monkeypatch.context() as m:
+        interrupt_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(args)
+    marker = tmp_path / "pwned"
+    state = torch.load(tmp_path / "stage1" / "train_state.pt", weights_only=True)
+    state["sampler"] = Payload(marker)
+    torch.save(state, tmp_path / "stage1" / "train_state.pt")
+    with pytest.raises(SystemExit, match="refused: it holds pickled objects other than tensors"):
+        train.main([*args, "--resume"])
+    assert not marker.exists(), "the payload ran"
+    pickle.loads(pickle.dumps(Payload(marker)))  # the test's own check: plain pickle does run it
+    assert marker.exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(world, tmp_path, monkeypatch):
+    calls, real = [], rmpl.multitask_loss
+
+    def nan_at_step_3(*a, **kw):
+        calls.append(1)
+        loss, parts = real(*a, **kw)
+        return (loss * float("nan") if len(calls) == 3 else loss), parts
+    monkeypatch.setattr(rmpl, "multitask_loss", nan_at_step_3)
+    with pytest.raises(SystemExit, match="step 3: non-finite loss nan"):
+        train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--eval-every", "1"])
+    run = tmp_path / "stage1"
+    assert json.loads((run / "rmpl.json").read_text())["step"] == 2
+    assert torch.load(run / "train_state.pt", weights_only=True)["step"] == 2
+    assert all(torch.isfinite(t).all() for t in load_file(run / "model.safetensors").values())
+
+
+def test_infinite_lr_never_writes_non_finite_weights(world, tmp_path):
+    """lr = inf: the loss of step 1 is finite, its update is not; the step-1 checkpoint must not be written."""
+    with pytest.raises(SystemExit, match="step 1: non-finite weights in .*checkpoint not written"):
+        train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--eval-every", "1", "--lr", "inf"])
+    assert not (tmp_path / "stage1" / "model.safetensors").exists()
+    assert not (tmp_path / "stage1" / "train_state.pt").exists()
+
+
+# A writer that saves checkpoints in a loop; checkpoint i has every weight equal to i, so a torn or mixed
+# file shows up as more than one value.
+WRITER = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {root!r})
+    import data, model as M, train
+    from pathlib import Path
+    torch.set_num_threads(1)  # the test runs beside it; two threads each on two cores only thrash
+    run, cfg = Path({run!r}), train.TrainConfig(lora_rank=0)
+    net = M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"]))
+    opt = torch.optim.AdamW(net.parameters())
+    sampler = data.TaskSampler({{"text_event": list(range(10))}}, {{"text_event": 1.0}}, 2)
+    for i in range({start}, 10**6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(i)
+        train.save_checkpoint(run, net, cfg, ("text_event",), opt, sampler, i)
+        print(i, flush=True)
+""")
+
+
+def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path):
+    rng, run, outcomes = random.Random(0), tmp_path / "stage1", []
+    run.mkdir()
+    for attempt in range(4):
+        start = 1000 * attempt  # each writer continues over the previous one's files
+        proc = subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), run=str(run), start=start)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == str(start)  # imports done, one checkpoint written
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        values = {float(v) for t in load_file(run / "model.safetensors").values() for v in t.unique()}
+        assert len(values) == 1, f"attempt {attempt}: weights of several checkpoints mixed: {sorted(values)[:5]}"
+        weights_step = int(values.pop())
+        json_step = json.loads((run / "rmpl.json").read_text())["step"]
+        state_step = torch.load(run / "train_state.pt", weights_only=True)["step"]
+        assert state_step <= json_step <= weights_step <= state_step + 1  # written in this order, each whole
+        opt = torch.optim.AdamW(M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"])).parameters())
+        sampler = train.data.TaskSampler({"text_event": list(range(10))}, {"text_event": 1.0}, 2)
+        try:
+            assert train.load_train_state(run, train.TrainConfig(lora_rank=0), opt, sampler) == weights_step
+            outcomes.append("whole")
+        except M.CheckpointError as e:
+            assert weights_step == state_step + 1 and "does not belong with" in str(e)
+            outcomes.append("between files")
+    print("SIGKILL outcomes:", outcomes, "stray temp files:", len(list(run.glob(".tmp-*"))))

@@ -1,0 +1,113 @@
+"""Parser and scorer under garbage (seeded hypothesis, so CI sees the same cases every run).
+
+parse must never raise, whatever it reads; the scorer must never crash on any well-formed prediction file,
+and every P / R / F1 stays within [0, 100] with match <= min(pred, gold).
+"""
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rmpl
+import schema as S
+import toy
+from data import read_m2e2
+from evaluate import CELLS, load_predictions, score, score_by_type
+
+TYPES = sorted(S.TEXT_ROLES)
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# ----------------------------------------------------------------------------- parse
+WORDS = ["the", "rebels", "bombed", "Aleppo", "the", "<head>", "", " ", "\u2581", "x y"]
+TOKEN = st.one_of(st.sampled_from(S.SPECIAL_TOKENS), st.sampled_from(WORDS), st.text(max_size=6),
+                  st.sampled_from(["<t:Nope>", "<r:Nope>", "<loc_-1>", "<loc_64>", "<occ1>", "<occ99>"]))
+
+
+@FUZZ
+@given(tokens=st.lists(TOKEN, max_size=60),
+       words=st.none() | st.lists(st.sampled_from(WORDS) | st.text(max_size=4), max_size=12),
+       size=st.none() | st.tuples(st.integers(0, 5000), st.integers(0, 5000)))
+def test_parse_never_raises(tokens, words, size):
+    for rec in S.parse(tokens, words, size):
+        assert isinstance(rec, (S.TextEvent, S.ImageEvent, S.Relation))
+        if isinstance(rec, S.TextEvent) and words is not None:
+            assert 0 <= rec.trigger.start < rec.trigger.end <= len(words)
+
+
+# ----------------------------------------------------------------------------- scorer
+@pytest.fixture(scope="module")
+def gold():
+    root = toy.generate(Path(tempfile.mkdtemp()), seed=0, ace_train=1, ace_dev=1, ace_test=1, swig_train=1, swig_dev=1,
+                        swig_test=1, mnre_train=1, mnre_dev=1, mnre_test=1, m2e2_dev=1, m2e2_test=3)
+    return read_m2e2(root / "m2e2" / "test")
+
+
+@st.composite
+def predictions(draw, gold) -> S.Predictions:
+    """Random well-formed predictions: gold and unknown ids, any type, roles of the type, spans inside the
+    sentence, boxes with x1 <= x2 and y1 <= y2 (zero area and outside the image included), some gold events."""
+    sentence_ids = st.sampled_from(sorted(gold.sentences) + ["unknown_0", "unknown_1"])
+    image_ids = st.sampled_from(sorted(gold.images) + ["unknown_0", "unknown_9"])
+    gold_text = [e for s in gold.sentences.values() for e in s.events]
+    gold_image = [e for i in gold.images.values() for e in i.events]
+
+    def span(n):
+        start = draw(st.integers(0, n - 1))
+        return S.Span(start, draw(st.integers(start + 1, n)))
+
+    def box():
+        x1, y1 = draw(st.floats(-10, 300)), draw(st.floats(-10, 300))
+        return S.Box(x1, y1, x1 + draw(st.floats(0, 200)), y1 + draw(st.floats(0, 200)))
+
+    pred = S.Predictions()
+    for sid in draw(st.lists(sentence_ids, max_size=6)):
+        n = len(gold.sentences[sid].words) if sid in gold.sentences else draw(st.integers(1, 12))
+        for _ in range(draw(st.integers(0, 3))):
+            t = draw(st.sampled_from(TYPES))
+            args = tuple(S.Argument(draw(st.sampled_from(S.TEXT_ROLES[t])), span(n)) for _ in range(draw(st.integers(0, 3))))
+            pred.sentences.setdefault(sid, []).append(S.TextEvent(t, span(n), args))
+    for iid in draw(st.lists(image_ids, max_size=4)):
+        for _ in range(draw(st.integers(0, 2))):
+            t = draw(st.sampled_from(TYPES))
+            args = tuple(S.Argument(draw(st.sampled_from(S.IMAGE_ROLES[t])), box()) for _ in range(draw(st.integers(0, 4))))
+            pred.images.setdefault(iid, []).append(S.ImageEvent(t, args))
+    if gold_text and draw(st.booleans()):  # some right answers, so that matches happen
+        for s in gold.sentences.values():
+            pred.sentences.setdefault(s.id, []).extend(draw(st.lists(st.sampled_from(s.events), max_size=2)) if s.events else [])
+    if gold_image and draw(st.booleans()):
+        for i in gold.images.values():
+            pred.images.setdefault(i.id, []).extend(draw(st.lists(st.sampled_from(i.events), max_size=1)) if i.events else [])
+    pred.links = draw(st.lists(st.builds(S.Link, sentence_ids, image_ids, st.sampled_from(TYPES)), max_size=4))
+    pred.links += draw(st.lists(st.sampled_from(gold.links), max_size=2)) if gold.links else []
+    return pred
+
+
+def check_cells(cells: dict):
+    for name in CELLS:
+        c = cells[name]
+        assert all(0 <= c[k] <= 100 for k in ("p", "r", "f1")), (name, c)
+        assert 0 <= c["match"] <= min(c["pred"], c["gold"]), (name, c)
+
+
+@FUZZ
+@given(data=st.data(), switches=st.tuples(*[st.booleans()] * 4))
+def test_scorer_never_crashes_and_stays_in_range(gold, data, switches):
+    pred = data.draw(predictions(gold))
+    with tempfile.TemporaryDirectory() as tmp:  # through the file format, as evaluate.py --pred reads it
+        path = Path(tmp) / "pred.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in rmpl.prediction_lines(pred)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown ids warn: expected here
+            loaded = load_predictions(path, gold)
+    on = dict(zip(("keep_events", "trigger_start", "gold_images_only", "unattached_args"), switches))
+    result = score(gold, loaded, **on)
+    check_cells(result)
+    assert result["unknown_ids"] >= 0
+    for cells in score_by_type(gold, loaded, **on).values():
+        check_cells(cells)

@@ -1,6 +1,19 @@
 """Data: readers for the real source formats, and records -> tensors.
 
-(Being written; see the two sections below.)
+Readers (first section) turn each source into schema.py's records, checking what they read:
+
+    read_jmee    ACE 2005, JMEE-style JSON              -> list[Sentence]        (8 M2E2 types kept)
+    read_swig    SWiG JSON + images + ace_sr_mapping   -> list[Image]           (unmapped verbs: no event)
+    read_mnre    MNRE dict-literal lines + images      -> list[RelationExample]
+    read_m2e2    the five official M2E2 files (+images) -> M2E2(sentences, images, links)
+    read_sources a --data DIR (layout in the README)    -> Sources, per split
+
+Tensors (second section): the sentencepiece Tokenizer (schema tokens as single ids), letterboxed images
+(the frame schema.py's location bins are defined on), Example -> encode_example -> collate, and the
+TaskSampler that mixes tasks. torch is imported inside the few functions that make tensors, so that the
+scorer (evaluate.py reads M2E2 through this file) starts without paying a second for it.
+
+What this file does not do: decide which examples a task has (rmpl.py), or what a model does with them.
 """
 from __future__ import annotations
 
@@ -13,12 +26,14 @@ import warnings
 from collections import Counter, OrderedDict
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
-import torch
 from PIL import Image as PILImage
+
+if TYPE_CHECKING:  # annotations only: torch itself is imported where tensors are made (docstring)
+    import torch
 
 from schema import (ACE_TO_M2E2, IMAGE_ROLES, MNRE_LABELS, SPECIAL_TOKENS, TASKS, TEXT_ROLES, Argument, Box,
                     Image, ImageEvent, Link, Relation, RelationExample, Sentence, Span, TextEvent, sr_event_type)
@@ -521,7 +536,7 @@ class Tokenizer:
     def decode(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
         """Ids -> schema tokens and whole words. Never raises: pad, bos, eos and ids outside the vocabulary are
         dropped, an <unk> reads as '\u2047', a broken byte sequence as '\ufffd'."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else [int(i) for i in ids]
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]  # a tensor or a list
         ids = [i for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID) and 0 <= i < self.vocab_size]
         out: list[str] = []
         for special, run in itertools.groupby(ids, key=_SPECIAL_OF.__contains__):
@@ -572,6 +587,7 @@ def load_image(path, size: int, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[to
     2 * Image.MAX_IMAGE_PIXELS before decoding (DecompressionBombError). EXIF orientation is not applied:
     boxes are in the stored pixel frame. Raises DataError naming the file.
     """
+    import torch
     try:
         with PILImage.open(path) as img:
             W, H = img.size
@@ -643,6 +659,7 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
     is never taught to stop early); the cut counts are returned as input_cut / target_cut and, when
     `counts` is given, added to counts["input_truncated"] / counts["target_truncated"] (examples cut).
     """
+    import torch
     try:
         input_ids = tokenizer.encode(ex.prompt)
         target_ids = tokenizer.encode(ex.target) + [tokenizer.eos_id]
@@ -670,6 +687,7 @@ def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor
 
     Padding is pad_id, which no real token uses, so a mask is simply `ids != pad_id`.
     """
+    import torch
     pad = lambda seqs: torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_id)
     return {"input_ids": pad([e["input_ids"] for e in encoded]),                  # (B, T) long
             "images": torch.stack([e["image"] for e in encoded]),                 # (B, 3, S, S) float

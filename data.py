@@ -97,10 +97,11 @@ def _image_size(file: Path, where: str) -> tuple[int, int]:
 
 def _unique_keys(pairs: list) -> dict:
     """json object_pairs_hook: a key given twice is an error (json.loads would silently keep the last record)."""
-    twice = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
-    if twice:
-        raise ValueError(f"duplicate key {twice[0]!r}")
-    return dict(pairs)
+    obj = dict(pairs)
+    if len(obj) < len(pairs):  # the rare case: find the key (counting every object cost 30% of read_m2e2)
+        twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise ValueError(f"duplicate key {twice!r}")
+    return obj
 
 
 def _load_json(path: Path, kind: type):

@@ -132,17 +132,26 @@ def task_sampling_weights(tasks: dict[str, list]) -> dict[str, float]:
 
 # ============================================================================= the loss
 def multitask_loss(per_example: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch.Tensor,
-                   weights=TASK_WEIGHTS) -> tuple[torch.Tensor, dict[str, float]]:
+                   weights=TASK_WEIGHTS, all_reduce=None) -> tuple[torch.Tensor, dict[str, float]]:
     """The formula of the module docstring. ``per_example`` (B,) mean token CE, ``n_tokens`` (B,) target
-    tokens, ``task_ids`` (B,) indices into schema.TASKS. Returns the loss and each task's L_t (for logs)."""
-    total, norm, parts = per_example.new_zeros(()), 0.0, {}
-    for k in task_ids.unique().tolist():
-        sel = task_ids == k
-        task_loss = (per_example[sel] * n_tokens[sel]).sum() / n_tokens[sel].sum()   # L_t: mean over tokens
-        lam = weights[S.TASKS[k]]
-        total, norm = total + lam * task_loss, norm + lam
-        parts[S.TASKS[k]] = task_loss.item()
-    return total / max(norm, 1e-12), parts
+    tokens, ``task_ids`` (B,) indices into schema.TASKS. Returns the loss and each task's L_t (for logs).
+
+    Written as a weighted sum over target tokens: a token of task t weighs lambda_t / sum(lambda) / N_t.
+    ``all_reduce`` (torch.distributed.all_reduce under DDP) sums the per-task token counts and CE sums over
+    processes first: N_t and L_t are then those of the global batch, and the loss returned is this process's
+    share of the global loss (the shares of all processes add up to it; the mean of per-process losses would
+    not, since L_t is a mean over tokens).
+    """
+    stats = per_example.new_zeros(2, len(S.TASKS))                    # (token count, CE sum) per task
+    stats[0].index_add_(0, task_ids, n_tokens.to(stats.dtype))
+    stats[1].index_add_(0, task_ids, (per_example * n_tokens).detach())
+    if all_reduce is not None:
+        all_reduce(stats)
+    count, ce = stats
+    lam = per_example.new_tensor([weights[t] for t in S.TASKS]) * (count > 0)   # tasks present in the batch
+    token_weight = lam / lam.sum().clamp(min=1e-12) / count.clamp(min=1)        # (T,)
+    loss = (per_example * n_tokens * token_weight[task_ids]).sum()
+    return loss, {t: (ce[k] / count[k]).item() for k, t in enumerate(S.TASKS) if count[k] > 0}
 
 
 # ============================================================================= extraction

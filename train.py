@@ -12,6 +12,10 @@ checkpoints that resume exactly.
 A run writes to ``{out}/stage{k}/``: model.safetensors (base weights), adapter.safetensors (LoRA, if
 any), tokenizer.model, rmpl.json (config and tasks), train_state.pt (optimizer, sampler, RNG, step),
 log.jsonl (one line per log interval and per eval).
+
+``torchrun --nproc_per_node N train.py ...`` trains with DistributedDataParallel (gloo on CPU, nccl on
+CUDA): ``--batch-size`` is per process, each rank takes its slice of one global batch (data.TaskSampler),
+the loss is that of the global batch (rmpl.multitask_loss), and only rank 0 prints, evaluates and writes files.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import pickle
 import random
 import sys
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 import data
@@ -152,11 +158,12 @@ def load_data(cfg: TrainConfig) -> data.Sources:
     return sources
 
 
-def build_model(cfg: TrainConfig, src: data.Sources, run: Path) -> tuple[M.Seq2Seq, data.Tokenizer]:
+def build_model(cfg: TrainConfig, src: data.Sources, run: Path, master: bool = True) -> tuple[M.Seq2Seq, data.Tokenizer]:
     """Stage 1 from scratch: a new tokenizer (training text only) and network. Otherwise: the --init checkpoint
     (stage 2 default: {out}/stage1), whose base weights are copied into this run so it stands on its own.
     --resume: the run's own tokenizer and weights (base + adapter), nothing re-trained or re-copied; the new
-    network's random init is overwritten, and load_train_state then restores the RNGs it used up."""
+    network's random init is overwritten, and load_train_state then restores the RNGs it used up. Under DDP every
+    rank builds the same tokenizer and network (Tokenizer.train is byte-deterministic); only the master writes."""
     init = Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
     run.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
@@ -183,9 +190,10 @@ def build_model(cfg: TrainConfig, src: data.Sources, run: Path) -> tuple[M.Seq2S
         if (init / "adapter.safetensors").exists():  # an adapted base: bake the adapter in first
             M.merge_lora(M.load_adapter(net, init / "adapter.safetensors"))
             net = _plain_copy(net)
-        if run.resolve() != init.resolve():
+        if run.resolve() != init.resolve() and master:
             M.save_model(net, run / "model.safetensors")
-    tok.save(run / "tokenizer.model")
+    if master:
+        tok.save(run / "tokenizer.model")
     if cfg.lora_rank:
         M.add_lora(net, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
         M.mark_only_lora_as_trainable(net)
@@ -278,25 +286,26 @@ def example_losses(net, items: list[dict], device) -> tuple[torch.Tensor, torch.
     mixed batch every text example would carry the image's masked patch slots (64 at the default size)
     through every encoder layer. The losses are the same; the compute is not.
     """
+    pad_id = getattr(net, "module", net).cfg.pad_id  # a DDP wrapper keeps the network in .module
     out = []
     for group in ([e for e in items if not e["has_image"]], [e for e in items if e["has_image"]]):
         if group:
-            batch = {k: v.to(device) for k, v in data.collate(group, net.cfg.pad_id).items()}
+            batch = {k: v.to(device) for k, v in data.collate(group, pad_id).items()}
             _, per_example = net(batch, reduction="none")
-            out.append((per_example.float(), (batch["target_ids"] != net.cfg.pad_id).sum(1), batch["task_ids"]))
+            out.append((per_example.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
     return tuple(torch.cat(parts) for parts in zip(*out))
 
 
-
 @torch.no_grad()
-def dev_loss(net, dev: dict, cfg: TrainConfig, device) -> dict[str, float]:
-    """Mean token cross-entropy per task on the first ``eval_batches`` batches of each dev task."""
+def dev_loss(net, dev: dict, cfg: TrainConfig, device, batch_size: int) -> dict[str, float]:
+    """Mean token cross-entropy per task on the first ``eval_batches`` batches of each dev task (global batches
+    under DDP: the same dev examples whatever the number of processes)."""
     net.eval()
     out = {}
     for task, encoded in dev.items():
         total = n = 0
-        for i in range(0, min(len(encoded), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
-            per_example, tokens, _ = example_losses(net, encoded[i:i + cfg.batch_size], device)
+        for i in range(0, min(len(encoded), cfg.eval_batches * batch_size), batch_size):
+            per_example, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
             total, n = total + (per_example * tokens).sum().item(), n + tokens.sum().item()
         out[task] = total / max(n, 1)
     net.train()
@@ -322,12 +331,29 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
 # ============================================================================= the loop
 def main(argv=None) -> dict:
     cfg = parse_args(argv)
-    set_seed(cfg.seed)
+    set_seed(cfg.seed)  # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
     device = pick_device(cfg.device)
+    ddp = int(os.environ.get("RANK", -1)) != -1  # started by torchrun: one process per device
+    rank, world = 0, 1
+    if ddp:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.type == "cuda":
+            device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
+            torch.cuda.set_device(device)
+    master = rank == 0  # prints, evaluates, writes the log and the checkpoints
+    if not master:
+        sys.stdout = open(os.devnull, "w")  # one copy of every message; errors (stderr) still show
     run = Path(cfg.out) / f"stage{cfg.stage}"
+    if ddp and not master:
+        dist.barrier()  # wait while rank 0 generates the toy world (first use)
     src = load_data(cfg)
-    net, tok = build_model(cfg, src, run)
+    if ddp and master:
+        dist.barrier()
+    net, tok = build_model(cfg, src, run, master)
     net.to(device).train()
+    # find_unused_parameters: a slice without images leaves the vision tower out of the graph
+    model = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True) if ddp else net
     tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
 
     def split(name):
@@ -350,7 +376,8 @@ def main(argv=None) -> dict:
               f"max_text_len={net.cfg.max_text_len} and {cut['target_truncated']} targets to max_target_len={net.cfg.max_target_len}")
     if not train:
         sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} ({', '.join(tasks)})")
-    sampler = data.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed)
+    sampler = data.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed,
+                               rank=rank, world_size=world)  # one global batch; its state is the same on all ranks
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
@@ -362,23 +389,28 @@ def main(argv=None) -> dict:
 
     n_params = sum(p.numel() for p in net.parameters())
     print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
-          f"{n_params / 1e6:.2f}M parameters; device {device}")
+          f"{n_params / 1e6:.2f}M parameters; device {device}" + (f" x {world} processes" if ddp else ""))
     if cfg.lora_rank:
         M.print_trainable_parameters(net)
-    log = open(run / "log.jsonl", "a")
+    log = open(run / "log.jsonl", "a") if master else open(os.devnull, "w")
     if cfg.resume:  # lines after this one replace those of the interrupted run past `step`
         log.write(json.dumps({"step": start, "resumed": True}) + "\n")
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=None, desc=f"stage {cfg.stage}")
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=None if master else True, desc=f"stage {cfg.stage}")
     t0, record = time.time(), {}
     for step in bar:
         lr = get_lr(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
         for _ in range(cfg.grad_accum):
-            with autocast:
-                loss, parts = rmpl.multitask_loss(*example_losses(net, next(sampler), device))
-            (loss / cfg.grad_accum).backward()  # accumulated gradient = gradient of the mean micro-batch loss
+            with autocast:  # under DDP: this rank's share of the global batch's loss (rmpl.multitask_loss)
+                loss, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), device),
+                                                  all_reduce=dist.all_reduce if ddp else None)
+            # DDP averages gradients over ranks, hence * world; / grad_accum: the mean over micro-batches
+            (loss * world / cfg.grad_accum).backward()
+        if ddp:  # log the global loss: the sum of the ranks' shares
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         if not torch.isfinite(loss.detach() + norm):  # checked before the update, so the weights stay finite
             sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm {norm.item()}; "
@@ -395,8 +427,8 @@ def main(argv=None) -> dict:
                       f"{record['elapsed_s']:7.1f}s")
             log.write(json.dumps(record) + "\n")
             log.flush()
-        if (step + 1) % cfg.eval_every == 0 or last:
-            record = {"step": step + 1, "dev_loss": dev_loss(net, dev, cfg, device),
+        if master and ((step + 1) % cfg.eval_every == 0 or last):  # the other ranks wait at the next all_reduce
+            record = {"step": step + 1, "dev_loss": dev_loss(net, dev, cfg, device, cfg.batch_size * world),
                       "dev_f1": quick_score(net, tok, tasks, src.m2e2.get("dev"), cfg.dev_docs)}
             bar.write(f"eval {step + 1:5d} | dev loss " + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
                       + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
@@ -408,6 +440,8 @@ def main(argv=None) -> dict:
                 sys.exit(f"train.py: {e}")
     log.close()
     print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s: {run}")
+    if ddp:
+        dist.destroy_process_group()
     return record
 
 

@@ -60,20 +60,23 @@ def _text_prompt(task: str, words, extra=()) -> list[str]:
     return [S.TASK_TOKENS[task], *extra, S.SEP, *words]
 
 
-def _image_example(task, img: S.Image, target, extra=(), meta=None) -> data.Example:
-    return data.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path, size=img.size, meta=meta or {})
+def _image_example(task, img: S.Image, target, extra=()) -> data.Example:
+    return data.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path, size=img.size, meta={"id": img.id})
 
 
 def text_examples(task: str, sent: S.Sentence) -> list[data.Example]:
     """The examples one sentence gives to a text task (text_event, text_mention, text_argument)."""
     w = sent.words
+
+    def example(prompt, target):
+        return data.Example(task, prompt, target, meta={"id": sent.id})  # the id names it in errors
+
     if task == "text_event":
-        return [data.Example(task, _text_prompt(task, w), S.linearise(sent.events, w))]
+        return [example(_text_prompt(task, w), S.linearise(sent.events, w))]
     if task == "text_mention":
-        mentions = [S.TextEvent(e.event_type, e.trigger) for e in sent.events]
-        return [data.Example(task, _text_prompt(task, w), S.linearise(mentions, w))]
+        return [example(_text_prompt(task, w), S.linearise([S.TextEvent(e.event_type, e.trigger) for e in sent.events], w))]
     if task == "text_argument":
-        return [data.Example(task, argument_prompt(e, w), S.linearise([e], w)) for e in sent.events]
+        return [example(argument_prompt(e, w), S.linearise([e], w)) for e in sent.events]
     raise ValueError(f"{task} is not a text task")
 
 
@@ -95,11 +98,10 @@ def image_examples(task: str, img: S.Image) -> list[data.Example]:
 
 def relation_examples(ex: S.RelationExample) -> list[data.Example]:
     """The example one MNRE line gives (with its image when it has one)."""
-    size = ex.image.size if ex.image else None
-    target = S.linearise(ex.relations, ex.words, size)
-    if ex.image is None:
-        return [data.Example("relation", _text_prompt("relation", ex.words), target)]
-    return [data.Example("relation", _text_prompt("relation", ex.words), target, image=ex.image.path, size=size)]
+    img = ex.image
+    target = S.linearise(ex.relations, ex.words, img.size if img else None)
+    return [data.Example("relation", _text_prompt("relation", ex.words), target, image=img.path if img else None,
+                         size=img.size if img else None, meta={"id": ex.id})]
 
 
 def build_tasks(tasks, sentences, images, relations) -> dict[str, list[data.Example]]:

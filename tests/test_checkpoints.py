@@ -43,15 +43,18 @@ def base(world, tmp_path_factory):
     return out / "stage1"
 
 
-def interrupt_after(monkeypatch, k):
-    """Make train.main stop as if killed right after writing its step-k checkpoint."""
+def train_until(monkeypatch, argv, k):
+    """Run train.main(argv) and stop it as if killed right after it wrote its step-k checkpoint."""
     save = train.save_checkpoint
 
     def save_then_stop(run, net, cfg, tasks, opt, sampler, step):
         save(run, net, cfg, tasks, opt, sampler, step)
         if step == k:
             raise KeyboardInterrupt
-    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
+    with monkeypatch.context() as m:
+        m.setattr(train, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(argv)
 
 
 def losses(run):
@@ -64,10 +67,7 @@ def test_resume_is_bit_exact(world, base, tmp_path, monkeypatch, stage):
             "2-lora": ["--stage", "2", "--init", str(base), "--lora-rank", "4"]}[stage]
     args += ["--data", str(world), *FAST]
     train.main([*args, "--out", str(tmp_path / "straight")])
-    with monkeypatch.context() as m:
-        interrupt_after(m, 3)
-        with pytest.raises(KeyboardInterrupt):
-            train.main([*args, "--out", str(tmp_path / "cut")])
+    train_until(monkeypatch, [*args, "--out", str(tmp_path / "cut")], 3)
     n = int(stage[0])
     cut, straight = tmp_path / "cut" / f"stage{n}", tmp_path / "straight" / f"stage{n}"
     assert json.loads((cut / "rmpl.json").read_text())["step"] == 3
@@ -93,16 +93,10 @@ def test_resume_without_checkpoint_is_a_clear_error(world, tmp_path):
 def test_torn_checkpoint_pair_is_refused(world, tmp_path, monkeypatch):
     """A kill between the weights and train_state.pt leaves new weights beside an old state: refuse, name it."""
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
-    with monkeypatch.context() as m:
-        interrupt_after(m, 3)
-        with pytest.raises(KeyboardInterrupt):
-            train.main(args)
+    train_until(monkeypatch, args, 3)
     run = tmp_path / "stage1"
     old_state = (run / "train_state.pt").read_bytes()
-    with monkeypatch.context() as m:
-        interrupt_after(m, 6)
-        with pytest.raises(KeyboardInterrupt):
-            train.main([*args, "--resume"])
+    train_until(monkeypatch, [*args, "--resume"], 6)
     (run / "train_state.pt").write_bytes(old_state)  # as if killed before the last write of step 6
     with pytest.raises(SystemExit, match=r"train_state.pt \(step 3\) does not belong with model.safetensors"):
         train.main([*args, "--resume"])
@@ -119,10 +113,7 @@ class Payload:
 
 def test_malicious_train_state_is_refused(world, tmp_path, monkeypatch):
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
-    with monkeypatch.context() as m:
-        interrupt_after(m, 3)
-        with pytest.raises(KeyboardInterrupt):
-            train.main(args)
+    train_until(monkeypatch, args, 3)
     marker = tmp_path / "pwned"
     state = torch.load(tmp_path / "stage1" / "train_state.pt", weights_only=True)
     state["sampler"] = Payload(marker)

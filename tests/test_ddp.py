@@ -84,7 +84,7 @@ def test_two_processes_train_as_one_with_twice_the_batch(runs):
 
 
 def test_only_rank_0_writes(runs):
-    (one, out1), (two, out2) = runs[1], runs[2]
+    (one, _), (two, out2) = runs[1], runs[2]
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert len((two / "log.jsonl").read_text().splitlines()) == len((one / "log.jsonl").read_text().splitlines())
     assert out2.count("stage 1 done") == 2 and out2.count("step     4 |") == 1  # printed once, not per rank

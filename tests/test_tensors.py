@@ -3,7 +3,6 @@ import functools
 import random
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st

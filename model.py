@@ -415,11 +415,16 @@ def write_atomic(path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
-    dir_fd = os.open(folder, os.O_RDONLY)  # the rename itself is durable only once the directory is synced
+    fsync_dir(folder)  # the rename itself is durable only once the directory is synced
+
+
+def fsync_dir(folder) -> None:
+    """Make the renames and deletions in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def _read_metadata(path, kind: str) -> dict[str, str]:

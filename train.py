@@ -4,14 +4,15 @@ Every knob is a field of ``TrainConfig``; ``PRESETS`` holds what differs per sta
 from the fields, so ``python train.py --stage 2 --lr 3e-4 --max-steps 200`` works and tests import
 ``main(argv)``. Stage 1 trains the whole network from scratch on the unified multi-task mix (or, with
 ``--init CKPT``, LoRA adapters on a frozen base: the paper's setting); stage 2 starts from stage 1's
-output and trains LoRA adapters (``--lora-rank 0``: full fine-tuning). What the stages and the loss are
-is rmpl.py's business; this file is the loop: AdamW, warmup + cosine schedule from the step, gradient
-accumulation, clipping, dev loss and a quick dev score every ``eval_every`` steps and at the end,
-checkpoints that resume exactly.
+output and fine-tunes the whole network (``--lora-rank 16``: LoRA adapters instead; PRESETS says why).
+What the stages and the loss are is rmpl.py's business; this file is the loop: AdamW, warmup + cosine
+schedule from the step, gradient accumulation, clipping, dev loss and a quick dev score every
+``eval_every`` steps and at the end, checkpoints that resume exactly.
 
 A run writes to ``{out}/stage{k}/``: model.safetensors (base weights), adapter.safetensors (LoRA, if
 any), tokenizer.model, rmpl.json (config and tasks), train_state.pt (optimizer, sampler, RNG, step),
-log.jsonl (one line per log interval and per eval).
+log.jsonl (one line per log interval and per eval). A checkpoint is staged in ``.pending/`` and committed
+as one unit (save_checkpoint), so a kill at any moment leaves the previous checkpoint or the new one.
 
 ``torchrun --nproc_per_node N train.py ...`` trains with DistributedDataParallel (gloo on CPU, nccl on
 CUDA): ``--batch-size`` is per process, each rank takes its slice of one global batch (data.TaskSampler),
@@ -208,22 +209,30 @@ def _plain_copy(net: M.Seq2Seq) -> M.Seq2Seq:
 
 
 # ============================================================================= checkpoints
+PENDING = ".pending"  # a checkpoint being written; "COMMITTED" inside it marks it whole
+
+
 def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step: int) -> None:
-    """Weights, then rmpl.json, then train_state.pt, each written whole or not at all (model.write_atomic: temp
-    file, fsync, rename). A kill between two writes leaves newer weights beside an older train state; the state
-    names the sha256 of the weights file it belongs to, so --resume refuses such a pair (load_train_state).
-    Non-finite weights are refused here, so a diverged run never overwrites a good checkpoint."""
+    """The weights, rmpl.json and train_state.pt of one step, as one unit that a kill cannot tear. They are
+    written into ``{run}/.pending/`` (each whole: model.write_atomic is temp file, fsync, rename), then the
+    empty file COMMITTED is written there, then they are moved into the run (finish_checkpoint). A kill before
+    COMMITTED leaves the previous checkpoint untouched and finish_checkpoint discards the pending one; a kill
+    after it leaves a whole checkpoint that finish_checkpoint moves in. Non-finite weights are refused before
+    anything is written, so a diverged run never replaces a good checkpoint."""
     if not torch.isfinite(torch.nn.utils.get_total_norm(list(net.parameters()))):  # one fused pass; names on failure
         bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()] or ["(their norm overflows)"]
         raise M.CheckpointError(f"{run}: step {step}: non-finite weights in {', '.join(bad[:3])}"
                                 f"{' ...' if len(bad) > 3 else ''}; checkpoint not written, the last one is kept")
-    weights = run / ("adapter.safetensors" if cfg.lora_rank else "model.safetensors")
+    finish_checkpoint(run)  # one a kill interrupted; then .pending/ is free
+    pending = run / PENDING
+    pending.mkdir()
+    weights = pending / ("adapter.safetensors" if cfg.lora_rank else "model.safetensors")
     if cfg.lora_rank:
         M.save_adapter(net, weights, base_ref=str(run / "model.safetensors"))
     else:
         M.save_model(net, weights)
     info = {"stage": cfg.stage, "tasks": list(tasks), "step": step, "config": asdict(cfg)}
-    M.write_atomic(run / "rmpl.json", json.dumps(info, indent=1).encode())
+    M.write_atomic(pending / "rmpl.json", json.dumps(info, indent=1).encode())
     np_rng = np.random.get_state()  # ("MT19937", uint32 keys, pos, has_gauss, gauss): keys as a list for weights_only
     rng = {"python": random.getstate(), "numpy": (np_rng[0], np_rng[1].tolist(), *np_rng[2:]),
            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -231,7 +240,29 @@ def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step:
              "sampler": sampler.state_dict(), "rng": rng}
     buf = io.BytesIO()
     torch.save(state, buf)
-    M.write_atomic(run / "train_state.pt", buf.getvalue())
+    M.write_atomic(pending / "train_state.pt", buf.getvalue())
+    M.write_atomic(pending / "COMMITTED", b"")  # the commit point
+    finish_checkpoint(run)
+
+
+def finish_checkpoint(run: Path) -> None:
+    """Settle a checkpoint write that a kill may have interrupted: a committed ``{run}/.pending/`` is moved into
+    the run (file by file; a kill here is settled by the next call), an uncommitted one is deleted. Afterwards
+    the run's files are one whole checkpoint: the new one or the previous one."""
+    pending = run / PENDING
+    if not pending.is_dir():
+        return
+    if (pending / "COMMITTED").exists():
+        for name in ("model.safetensors", "adapter.safetensors", "rmpl.json", "train_state.pt"):
+            if (pending / name).exists():
+                os.replace(pending / name, run / name)
+        M.fsync_dir(run)
+    for f in pending.iterdir():  # COMMITTED last: a kill in this loop must not leave an uncommitted-looking rest
+        if f.name != "COMMITTED":
+            f.unlink()
+    (pending / "COMMITTED").unlink(missing_ok=True)
+    pending.rmdir()
+    M.fsync_dir(run)
 
 
 def _sha256(path: Path) -> str:
@@ -242,7 +273,7 @@ def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
     """Restore the optimizer moments, the sampler's position and every RNG; return the step. The weights are in
     the network already (build_model). ``weights_only=True`` unpickles tensors and plain containers only, so a
     tampered train_state.pt cannot run code; it is refused with a CheckpointError, as is a state that does not
-    belong with the weights beside it (a kill between save_checkpoint's writes)."""
+    belong with the weights beside it (files copied from different checkpoints by hand: a kill cannot do it)."""
     path = run / "train_state.pt"
     try:
         state = torch.load(path, weights_only=True)
@@ -259,9 +290,9 @@ def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
     info = json.loads((run / "rmpl.json").read_text())
     if state["weights_sha256"] != _sha256(weights) or info["step"] != state["step"]:
         raise M.CheckpointError(f"{run}: train_state.pt (step {state['step']}) does not belong with {weights.name} "
-                                f"and rmpl.json (step {info['step']}): a checkpoint write was cut off midway. "
-                                f"The optimizer state of these weights is lost, so an exact resume is impossible; "
-                                f"start the stage again")
+                                f"and rmpl.json (step {info['step']}): the files come from different checkpoints. "
+                                f"The optimizer state of these weights is missing, so an exact resume is impossible; "
+                                f"put back the matching files or start the stage again")
     now = asdict(cfg)
     changed = {k: (v, now.get(k)) for k, v in info["config"].items() if k != "resume" and now.get(k) != v}
     if changed:
@@ -345,8 +376,10 @@ def main(argv=None) -> dict:
     if not master:
         sys.stdout = open(os.devnull, "w")  # one copy of every message; errors (stderr) still show
     run = Path(cfg.out) / f"stage{cfg.stage}"
+    if master and run.is_dir():
+        finish_checkpoint(run)  # a checkpoint write cut off by a kill: completed or discarded, before anyone reads
     if ddp and not master:
-        dist.barrier()  # wait while rank 0 generates the toy world (first use)
+        dist.barrier()  # wait while rank 0 settles the run and generates the toy world (first use)
     src = load_data(cfg)
     if ddp and master:
         dist.barrier()

@@ -3,10 +3,12 @@
 Exact resume is checked the strict way: a run interrupted after its step-k checkpoint and continued with
 --resume must end with the same bytes in every tensor as a run that was never interrupted (CPU, one seed).
 """
+import itertools
 import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,15 +92,69 @@ def test_resume_without_checkpoint_is_a_clear_error(world, tmp_path):
         train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--resume"])
 
 
-def test_torn_checkpoint_pair_is_refused(world, tmp_path, monkeypatch):
-    """A kill between the weights and train_state.pt leaves new weights beside an old state: refuse, name it."""
+class Killed(BaseException):
+    """A kill: no ``except Exception`` stops it, and nothing after it runs."""
+
+
+def test_a_kill_anywhere_in_a_checkpoint_write_resumes_exactly(world, tmp_path, monkeypatch):
+    """Kill the step-6 checkpoint write at each of its file-system changes in turn (every rename and deletion):
+    --resume must go on from step 3 (killed before the commit) or from step 6 (after it) and end with the
+    weights of a run that was never interrupted."""
+    args = ["--data", str(world), *FAST]
+    train.main([*args, "--out", str(tmp_path / "straight")])
+    want = load_file(tmp_path / "straight" / "stage1" / "model.safetensors")
+    train_until(monkeypatch, [*args, "--out", str(tmp_path / "at3")], 3)
+    save, resumed_from = train.save_checkpoint, []
+    for cut in itertools.count(1):
+        changes = 0  # file-system changes made by the step-6 save so far
+        armed = False
+
+        def counted(fn):
+            def change(*a, **kw):
+                nonlocal changes
+                changes += armed
+                if armed and changes == cut:
+                    raise Killed
+                return fn(*a, **kw)
+            return change
+
+        def save_6(*a):
+            nonlocal armed
+            armed = a[-1] == 6
+            save(*a)
+            armed = False
+        out = tmp_path / f"cut{cut}"
+        shutil.copytree(tmp_path / "at3", out)
+        with monkeypatch.context() as m:
+            m.setattr(train, "save_checkpoint", save_6)
+            for obj, name in [(os, "replace"), (Path, "unlink"), (Path, "rmdir")]:
+                m.setattr(obj, name, counted(getattr(obj, name)))
+            try:
+                train.main([*args, "--out", str(out), "--resume"])
+                break  # the save made fewer than `cut` changes: every cut point has been tried
+            except Killed:
+                pass
+        train.main([*args, "--out", str(out), "--resume"])
+        run = out / "stage1"
+        resumed_from.append(next(r["step"] for r in map(json.loads, reversed((run / "log.jsonl").read_text().splitlines()))
+                                 if r.get("resumed")))
+        got = load_file(run / "model.safetensors")
+        assert all(torch.equal(want[k], got[k]) for k in want), f"cut {cut}: resumed weights differ"
+        assert not (run / train.PENDING).exists()
+    print("resumed from, per cut point:", resumed_from)
+    assert set(resumed_from) == {3, 6} and len(resumed_from) >= 7, resumed_from  # both sides of the commit seen
+
+
+def test_checkpoint_files_mixed_by_hand_are_refused(world, tmp_path, monkeypatch):
+    """New weights beside an old train state (copied in by hand; a kill cannot do it): refuse, name it."""
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
     train_until(monkeypatch, args, 3)
     run = tmp_path / "stage1"
     old_state = (run / "train_state.pt").read_bytes()
     train_until(monkeypatch, [*args, "--resume"], 6)
     (run / "train_state.pt").write_bytes(old_state)  # as if killed before the last write of step 6
-    with pytest.raises(SystemExit, match=r"train_state.pt \(step 3\) does not belong with model.safetensors"):
+    with pytest.raises(SystemExit, match=r"train_state.pt \(step 3\) does not belong with model.safetensors.*"
+                                         r"different checkpoints"):
         train.main([*args, "--resume"])
 
 
@@ -170,7 +226,9 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path):
+def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
+    """Real kills at random moments: once settled (finish_checkpoint, as --resume does), the run holds one whole
+    checkpoint, the last one the writer finished or the one it was writing, and it loads for resuming."""
     rng, run, outcomes = random.Random(0), tmp_path / "stage1", []
     run.mkdir()
     for attempt in range(4):
@@ -181,18 +239,18 @@ def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path):
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        done = int(([str(start)] + proc.stdout.read().split())[-1])  # the last checkpoint save_checkpoint finished
+        pending = run / train.PENDING
+        outcomes.append(f"+{done - start} " + ("nothing pending" if not pending.exists() else
+                                               "committed" if (pending / "COMMITTED").exists() else "uncommitted"))
+        train.finish_checkpoint(run)
         values = {float(v) for t in load_file(run / "model.safetensors").values() for v in t.unique()}
         assert len(values) == 1, f"attempt {attempt}: weights of several checkpoints mixed: {sorted(values)[:5]}"
         weights_step = int(values.pop())
-        json_step = json.loads((run / "rmpl.json").read_text())["step"]
-        state_step = torch.load(run / "train_state.pt", weights_only=True)["step"]
-        assert state_step <= json_step <= weights_step <= state_step + 1  # written in this order, each whole
+        assert weights_step in (done, done + 1)
+        assert json.loads((run / "rmpl.json").read_text())["step"] == weights_step
         opt = torch.optim.AdamW(M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"])).parameters())
         sampler = train.data.TaskSampler({"text_event": list(range(10))}, {"text_event": 1.0}, 2)
-        try:
-            assert train.load_train_state(run, train.TrainConfig(lora_rank=0), opt, sampler) == weights_step
-            outcomes.append("whole")
-        except M.CheckpointError as e:
-            assert weights_step == state_step + 1 and "does not belong with" in str(e)
-            outcomes.append("between files")
-    print("SIGKILL outcomes:", outcomes, "stray temp files:", len(list(run.glob(".tmp-*"))))
+        assert train.load_train_state(run, train.TrainConfig(lora_rank=0), opt, sampler) == weights_step
+        assert not (run / train.PENDING).exists() and not list(run.glob(".tmp-*"))
+    print("SIGKILL outcomes (checkpoints finished, state of the write that was cut):", outcomes)

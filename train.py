@@ -32,7 +32,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -435,14 +435,17 @@ def main(argv=None) -> dict:
         lr = get_lr(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        for _ in range(cfg.grad_accum):
-            with autocast:  # under DDP: this rank's share of the global batch's loss (rmpl.multitask_loss)
-                loss, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), device),
-                                                  all_reduce=dist.all_reduce if ddp else None)
-            # DDP averages gradients over ranks, hence * world; / grad_accum: the mean over micro-batches
-            (loss * world / cfg.grad_accum).backward()
+        loss = 0.0  # the step's loss: the mean over its micro-batches (their per-task parts: the last one's)
+        for micro in range(cfg.grad_accum):
+            # under DDP, gradients are all-reduced once per step: at the last micro-batch's backward
+            with model.no_sync() if ddp and micro + 1 < cfg.grad_accum else nullcontext():
+                with autocast:  # under DDP: this rank's share of the global batch's loss (rmpl.multitask_loss)
+                    part, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), device),
+                                                      all_reduce=dist.all_reduce if ddp else None)
+                # DDP averages gradients over ranks, hence * world; / grad_accum: the mean over micro-batches
+                (part * world / cfg.grad_accum).backward()
+            loss = loss + part.detach() / cfg.grad_accum
         if ddp:  # log the global loss: the sum of the ranks' shares
-            loss = loss.detach().clone()
             dist.all_reduce(loss)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         if not torch.isfinite(loss.detach() + norm):  # checked before the update, so the weights stay finite

@@ -506,7 +506,15 @@ def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
                               f"pass check_base=False to load it anyway")
     c = json.loads(meta["lora_config"])
     add_lora(model, c["targets"], c["r"], c["lora_alpha"], c["lora_dropout"])
-    state = load_file(os.fspath(path), device=str(next(model.parameters()).device))
-    _check_keys(path, lora_state_dict(model), state)
+    try:
+        state = load_file(os.fspath(path), device=str(next(model.parameters()).device))
+        _check_keys(path, lora_state_dict(model), state)
+    except BaseException:  # leave the model as it came: the LoRA layers just added go again
+        for name, m in lora_layers(model).items():
+            parent, _, child = name.rpartition(".")
+            plain = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias=m.bias is not None, device="meta")
+            plain.weight, plain.bias = m.weight, m.bias
+            setattr(model.get_submodule(parent), child, plain)
+        raise
     model.load_state_dict(state, strict=False)
     return model

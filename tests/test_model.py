@@ -261,6 +261,21 @@ def test_adapter_round_trip_and_base_check(tmp_path):
     assert M.lora_layers(M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors", check_base=False))
 
 
+def test_a_bad_adapter_leaves_the_model_as_it_was(tmp_path):
+    M.save_adapter(lora_model(), tmp_path / "ad.safetensors", base_ref="base")
+    with safe_open(str(tmp_path / "ad.safetensors"), "pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    state.pop(sorted(state)[0])
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata=meta)
+    model, batch = tiny_model().eval(), make_batch()
+    before = model(batch)[0]
+    with pytest.raises(M.CheckpointError, match="missing keys"):
+        M.load_adapter(model, tmp_path / "bad.safetensors")
+    assert not M.lora_layers(model) and all(type(m) is not M.LoRALinear for m in model.modules())
+    assert torch.equal(model(batch)[0], before)
+    assert M.lora_layers(M.load_adapter(model, tmp_path / "ad.safetensors"))  # and it can take a good one
+
+
 def test_save_refuses_unmerged_lora_and_saves_merged(tmp_path):
     m, batch = lora_model(), make_batch()
     with pytest.raises(M.CheckpointError, match="unmerged LoRA"):

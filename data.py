@@ -135,11 +135,15 @@ def _read_lines(path: Path) -> list[str]:
 def _words(words) -> tuple[str, ...]:
     """A sentence's words: TypeError unless a list of strings (a broken format); ValueError if there are none or
     one the tokenizer cannot hold (empty, or with ' ' or '\u2581'), which a training reader skips."""
-    if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+    try:
+        text = "".join(words) if isinstance(words, list) else None  # join: TypeError on a word that is no str
+    except TypeError:
+        text = None
+    if text is None:
         raise TypeError(f"words must be a list of strings, got {words!r:.80}")
     if not words:
         raise ValueError("a sentence with no words")
-    if not (all(words) and _encodable("".join(words))):  # one check per sentence; a word only when it fails
+    if not (all(words) and _encodable(text)):  # one check per sentence; a word only when it fails
         bad = next(w for w in words if not _encodable(w))
         raise ValueError(f"word {bad!r} is empty or holds a space")
     return tuple(words)
@@ -168,7 +172,7 @@ def _parse_all(path: Path, items, parse, skip_bad: bool, dropped: Counter | None
 
 
 def _strip_ext(name: str) -> str:
-    return name[:-4] if name.lower().endswith((".jpg", ".png")) else name
+    return name[:-4] if name[-4:].lower() in (".jpg", ".png") else name
 
 
 # ----------------------------------------------------------------------------- M2E2 (the gold: errors only)

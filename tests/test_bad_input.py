@@ -151,6 +151,7 @@ def test_jmee_skips_unusable_words(tmp_path, words, problem):
     ('{"words": []}', "expected a JSON list at the top level, got dict"),
     ('[{"words": ["a"], "golden-event-mentions": [], "words": ["b"]}]', r"not valid JSON \(duplicate key 'words'\)"),
     ('[{"words": "ab", "golden-event-mentions": []}]', "record 0: words must be a list of strings"),
+    ('[{"words": ["a", 3], "golden-event-mentions": []}]', "record 0: words must be a list of strings"),
 ])
 def test_jmee_bad_files(tmp_path, text, message):
     (tmp_path / "train.json").write_text(text)

@@ -143,14 +143,20 @@ def warnings_as_lines():
         print(f"warning: {w.message}")
 
 
-def load_data(cfg: TrainConfig) -> data.Sources:
-    root = Path(cfg.data)
+def ensure_data(path: str) -> Path:
+    """--data as given; the default (the toy world) is generated on first use, any other must exist."""
+    root = Path(path)
     if not root.exists():
-        if cfg.data != TrainConfig.data:
+        if path != TrainConfig.data:
             sys.exit(f"train.py: --data {root} does not exist")
         import toy
         print(f"generating the toy world in {root} (first use; `python toy.py --out {root}` does the same) ...")
         toy.generate(root, seed=0)
+    return root
+
+
+def load_data(cfg: TrainConfig) -> data.Sources:
+    root = ensure_data(cfg.data)
     with warnings_as_lines():
         try:
             sources = data.read_sources(root)

@@ -18,9 +18,9 @@
    (max_target_len = 64, the default output length), on the first --random-docs documents (it is slow). Documents/s, generate-only time, lengths.
 3. scorer: the real M2E2 gold (--m2e2, default ../shared/data/m2e2) scored against itself written as a
    prediction file: read_m2e2 + load_predictions + score, vs json.load of the five files alone (best of 5).
-4. memory: peak resident set size of the three default commands run as subprocesses with --max-steps 50
-   (stage 1, stage 2, then evaluate.py on the test split). Data are loaded before the first step, so the
-   peak of a full run is expected to be the same. Each command runs under a small Python wrapper that
+4. memory: peak resident set size of the three default commands, run whole as subprocesses (stage 1,
+   stage 2, then evaluate.py on the test split; --memory-steps N shortens the training runs, but the peak
+   of a short run is lower than a full one's: 922 vs 1,420 MB for stage 1 at 50 steps). Each command runs under a small Python wrapper that
    reads its own child's ru_maxrss with os.wait4: measured from this process directly, Linux would report
    this (large) process's RSS at fork time for every child.
 
@@ -199,23 +199,27 @@ def bench_scorer(args, tmp: Path) -> dict:
     return {"load_s": t_load, "score_s": t_score, "ratio": t_score / t_load}
 
 
-WRAPPER = ("import json, os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
-           "stderr=subprocess.DEVNULL); _, st, ru = os.wait4(p.pid, 0); print(json.dumps([st, ru.ru_maxrss]))")
+WRAPPER = ("import json, os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, "
+           "stderr=subprocess.DEVNULL, text=True); out = p.stdout.read(); _, st, ru = os.wait4(p.pid, 0); "
+           "print(json.dumps([st, ru.ru_maxrss, out]))")
 
 
 def bench_memory(args, tmp: Path) -> dict:
-    py, steps = sys.executable, ["--max-steps", str(args.memory_steps), "--eval-every", str(args.memory_steps)]
+    n, py = args.memory_steps, sys.executable
+    steps = ["--max-steps", str(n), "--eval-every", str(n)] if n else []  # 0: the default runs, whole
     commands = {"stage1": [py, "train.py", "--stage", "1", "--data", args.data, "--out", str(tmp), *steps],
                 "stage2": [py, "train.py", "--stage", "2", "--data", args.data, "--out", str(tmp), *steps],
-                "evaluate": [py, "evaluate.py", "--checkpoint", str(tmp / "stage2"), "--data", args.data]}
+                "evaluate": [py, "evaluate.py", "--checkpoint", str(tmp / "stage2"), "--data", args.data, "--json"]}
     out = {}
     for name, cmd in commands.items():
         t = time.perf_counter()
         r = subprocess.run([py, "-c", WRAPPER, *cmd], cwd=ROOT, capture_output=True, text=True, check=True)
-        status, kib = json.loads(r.stdout)
+        status, kib, stdout = json.loads(r.stdout)
         if status:
             sys.exit(f"perf.py: memory: {' '.join(cmd)} failed (wait status {status})")
         out[name] = {"peak_rss_mb": kib / 1024, "wall_s": time.perf_counter() - t, "command": " ".join(cmd[1:])}
+    scores = json.loads(stdout.strip().splitlines()[-1])  # the test F1 of these runs: the README's default-run table
+    out["evaluate"]["test_f1"] = {c: scores[c]["f1"] for c in evaluate.CELLS}
     return out
 
 
@@ -228,13 +232,14 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=300, help="timed training steps")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--matmul-n", type=int, default=2048)
-    p.add_argument("--memory-steps", type=int, default=50, help="training steps of the memory runs")
+    p.add_argument("--memory-steps", type=int, default=0,
+                   help="training steps of the memory runs (0: the full default runs, about 8 min)")
     p.add_argument("--random-docs", type=int, default=5, help="decoding: documents for the random model")
     p.add_argument("--repeats", type=int, default=2, help="decoding: best of this many runs each way")
     p.add_argument("--only", default="train,decode,scorer,memory")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of 10 training steps")
     args = p.parse_args(argv)
-    args.data, args.checkpoint = str(Path(args.data).resolve()), str(Path(args.checkpoint).resolve())
+    args.data, args.checkpoint = str(train.ensure_data(args.data).resolve()), str(Path(args.checkpoint).resolve())
     parts, res = args.only.split(","), {"torch": torch.__version__, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in [("memory", lambda: bench_memory(args, Path(tmp) / "mem")),
@@ -268,7 +273,10 @@ def report(r: dict) -> str:
         lines.append(f"| scoring real M2E2 / json.load alone | {s['score_s']:.3f} s / {s['load_s']:.3f} s = "
                      f"{s['ratio']:.2f}x | <= 1.5x |")
     for name, m in r.get("memory", {}).items():
-        lines.append(f"| peak RSS, {name} (`{m['command']}`) | {m['peak_rss_mb']:.0f} MB | |")
+        lines.append(f"| peak RSS, {name} (`{m['command']}`, {m['wall_s']:.0f} s) | {m['peak_rss_mb']:.0f} MB | |")
+    if "memory" in r:
+        lines.append("| test F1 of that run: " + ", ".join(c.replace("_", " ") for c in evaluate.CELLS) + " | "
+                     + " / ".join(f"{v:.2f}" for v in r["memory"]["evaluate"]["test_f1"].values()) + " | |")
     return "\n".join(lines)
 
 

@@ -18,6 +18,8 @@ What this file does not do: decide which examples a task has (rmpl.py), or what 
 from __future__ import annotations
 
 import ast
+import functools
+import gc
 import io
 import itertools
 import json
@@ -171,6 +173,23 @@ def _parse_all(path: Path, items, parse, skip_bad: bool, dropped: Counter | None
     return out
 
 
+def gc_paused(reader):
+    """Run ``reader`` with Python's cyclic garbage collector paused. Building records from a large parsed JSON
+    file allocates containers by the hundred thousand, and each allocation burst makes the collector re-scan
+    the whole (growing) heap: read_m2e2 on the real files took 0.39 s with it and 0.24 s without. Records hold
+    no reference cycles, so nothing is left for it to collect; it is re-enabled (if it was on) on return."""
+    @functools.wraps(reader)
+    def paused(*args, **kwargs):
+        was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return reader(*args, **kwargs)
+        finally:
+            if was_on:
+                gc.enable()
+    return paused
+
+
 def _strip_ext(name: str) -> str:
     return name[:-4] if name[-4:].lower() in (".jpg", ".png") else name
 
@@ -215,6 +234,7 @@ def _m2e2_image_event(rec: dict, size: tuple[int, int] | None) -> ImageEvent:
     return ImageEvent(t, _sort_args(args, IMAGE_ROLES[t]))
 
 
+@gc_paused
 def read_m2e2(directory, images: bool = False) -> M2E2:
     """Read the five official M2E2 files in `directory` (see docs/m2e2.md); raise DataError on any problem.
 
@@ -283,6 +303,7 @@ def read_m2e2(directory, images: bool = False) -> M2E2:
 
 
 # ----------------------------------------------------------------------------- training sources (skip bad records)
+@gc_paused
 def read_jmee(path) -> list[Sentence]:
     """ACE 2005 in JMEE-style JSON (a list of sentence objects) -> sentences with their M2E2-type events.
 
@@ -344,6 +365,7 @@ def _read_sr_mapping(path) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
     return verb_type, role_map
 
 
+@gc_paused
 def read_swig(json_path, image_dir, mapping_path) -> list[Image]:
     """SWiG JSON {file name: {verb, frames, bb, width, height}} -> images, mapped through ace_sr_mapping.txt.
 
@@ -373,6 +395,7 @@ def read_swig(json_path, image_dir, mapping_path) -> list[Image]:
     return _parse_all(json_path, items, parse, skip_bad=True)
 
 
+@gc_paused
 def read_mnre(path, image_dir) -> list[RelationExample]:
     """MNRE: one Python dict literal per line (read with ast.literal_eval, never eval) -> relation examples.
 

@@ -37,7 +37,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from data import M2E2, read_m2e2
+from data import M2E2, gc_paused, read_m2e2
 from schema import EVENT_TYPES, IMAGE_ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link, Predictions, Span, TextEvent
 
 CELLS = ("text_mention", "text_argument", "image_mention", "image_argument", "multimedia_mention",
@@ -121,6 +121,7 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
     return events
 
 
+@gc_paused
 def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
     """Read a JSON Lines prediction file (format in docs/m2e2.md); several lines for one id merge.
 

@@ -1,4 +1,5 @@
 """Readers: known records from tiny hand-written files, every bad input named, the real M2E2 counts."""
+import gc
 import json
 import warnings
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
+import data
 from data import DataError, read_jmee, read_m2e2, read_mnre, read_sources, read_swig
 from schema import Argument, Box, Image, ImageEvent, Link, Relation, RelationExample, Sentence, Span, TextEvent
 
@@ -312,3 +314,20 @@ def test_read_sources(tmp_path):
     assert [len(sources.swig["train"]), len(sources.mnre["train"]), len(sources.ace["dev"])] == [2, 1, 1]
     with pytest.raises(DataError, match="no data found"):
         read_sources(tmp_path / "empty")
+
+
+def test_readers_pause_the_garbage_collector_and_restore_it(tmp_path):
+    seen = []
+    probe = data.gc_paused(lambda: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    probe()
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(data.DataError):  # an error inside: the collector is back on
+        data.read_jmee(tmp_path / "missing.json")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        probe()
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

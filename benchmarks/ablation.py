@@ -18,7 +18,8 @@ Every run is scored with ``evaluate.py --json`` on the dev AND the test split (s
 Choices must come from dev; the README reports test. Training and scoring run as subprocesses, one at a time
 (the machine has 2 cores). The JSON file is rewritten after every finished run, and a run already in it (same
 budgets) is skipped, so an interrupted study continues where it stopped. At the end: one markdown table per
-split, F1 mean ± sample standard deviation (n - 1) over seeds.
+split, F1 mean ± sample standard deviation (n - 1) over seeds, and the paired differences rmpl minus each
+row (seed by seed: same world, same seed), mean ± std.
 
 What this file does not do: choose anything (no tuning on test), train in-process, or change the product.
 """
@@ -122,6 +123,26 @@ def table(results: dict, split: str) -> str:
     return "\n".join(lines)
 
 
+CONTRASTS = ("stage2_only", "joint", "stage1_only", "no_relation", "rmpl_lora")  # rmpl minus each, seed by seed
+
+
+def contrasts(results: dict, split: str) -> str:
+    """Markdown: rmpl - row per cell, paired by seed (the same world and seed), mean ± std of the differences.
+    A difference whose mean is within about one std of 0 is not told apart from seed noise at n = 3."""
+    lines = ["| rmpl minus | " + " | ".join(c.replace("_", " ") for c in CELLS) + " | seeds |",
+             "|---|" + "---|" * (len(CELLS) + 1)]
+    for row in CONTRASTS:
+        seeds = sorted(set(results.get("rmpl", {})) & set(results.get(row, {})))
+        if not seeds:
+            continue
+        cells = []
+        for c in CELLS:
+            d = [results["rmpl"][k][split][c] - results[row][k][split][c] for k in seeds]
+            cells.append(f"{statistics.mean(d):+.1f} ± {statistics.stdev(d) if len(d) > 1 else 0.0:.1f}")
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {len(seeds)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="data/toy", help="data root (train.py layout); default: the toy world")
@@ -176,6 +197,8 @@ def main(argv=None) -> dict:
               f"(stage 1 {args.stage1_steps} + stage 2 {args.stage2_steps} steps; single-stage rows "
               f"{args.stage1_steps + args.stage2_steps}):\n")
         print(table(state["results"], split))
+        print(f"\n{split} split, paired differences (rmpl minus the row, per seed; mean ± std):\n")
+        print(contrasts(state["results"], split))
     return state
 
 

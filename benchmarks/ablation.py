@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import rmpl  # noqa: E402  (the stage task lists, so the rows follow the product's definition)
-import train  # noqa: E402  (ensure_data: the default toy world is generated on first use)
+from train import ensure_data  # noqa: E402  (the default toy world is generated on first use)
 from evaluate import CELLS  # noqa: E402
 
 STAGE1, STAGE2 = rmpl.STAGE_TASKS[1], rmpl.STAGE_TASKS[2]
@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
     rows = args.rows.split(",")
     if set(rows) - set(ROWS):
         p.error(f"--rows: unknown {sorted(set(rows) - set(ROWS))}")
-    args.data = str(train.ensure_data(args.data).resolve())  # subprocesses run from the repo root
+    args.data = str(ensure_data(args.data).resolve())  # subprocesses run from the repo root
     work, out_json = Path(args.out).resolve(), Path(args.json).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out_json.parent.mkdir(parents=True, exist_ok=True)

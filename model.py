@@ -366,6 +366,17 @@ def add_lora(model: nn.Module, targets=DEFAULT_LORA_TARGETS, r: int = 8, lora_al
     return model
 
 
+def remove_lora(model: nn.Module) -> nn.Module:
+    """Undo add_lora: every LoRALinear becomes an nn.Linear holding its (unmerged) weight and bias again."""
+    for name, m in lora_layers(model).items():
+        m.unmerge()
+        parent, _, child = name.rpartition(".")
+        plain = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias=m.bias is not None, device="meta")
+        plain.weight, plain.bias = m.weight, m.bias
+        setattr(model.get_submodule(parent), child, plain)
+    return model
+
+
 def mark_only_lora_as_trainable(model: nn.Module) -> None:
     for name, p in model.named_parameters():
         p.requires_grad = "lora_" in name
@@ -509,12 +520,8 @@ def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
     try:
         state = load_file(os.fspath(path), device=str(next(model.parameters()).device))
         _check_keys(path, lora_state_dict(model), state)
-    except BaseException:  # leave the model as it came: the LoRA layers just added go again
-        for name, m in lora_layers(model).items():
-            parent, _, child = name.rpartition(".")
-            plain = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias=m.bias is not None, device="meta")
-            plain.weight, plain.bias = m.weight, m.bias
-            setattr(model.get_submodule(parent), child, plain)
+    except BaseException:  # leave the model as it came
+        remove_lora(model)
         raise
     model.load_state_dict(state, strict=False)
     return model

@@ -258,14 +258,15 @@ def finish_checkpoint(run: Path) -> None:
     pending = run / PENDING
     if not pending.is_dir():
         return
-    if (pending / "COMMITTED").exists():
-        for name in ("model.safetensors", "adapter.safetensors", "rmpl.json", "train_state.pt"):
-            if (pending / name).exists():
-                os.replace(pending / name, run / name)
-        M.fsync_dir(run)
-    for f in pending.iterdir():  # COMMITTED last: a kill in this loop must not leave an uncommitted-looking rest
-        if f.name != "COMMITTED":
-            f.unlink()
+    committed = (pending / "COMMITTED").exists()
+    for f in list(pending.iterdir()):  # COMMITTED stays to the end, so a kill in this loop is settled the same way
+        if f.name == "COMMITTED":
+            continue
+        if committed:
+            os.replace(f, run / f.name)
+        else:
+            f.unlink()  # the pending files, and temp files of a write that was cut off
+    M.fsync_dir(run)
     (pending / "COMMITTED").unlink(missing_ok=True)
     pending.rmdir()
     M.fsync_dir(run)

@@ -123,7 +123,7 @@ def table(results: dict, split: str) -> str:
     return "\n".join(lines)
 
 
-CONTRASTS = ("stage2_only", "joint", "stage1_only", "no_relation", "rmpl_lora")  # rmpl minus each, seed by seed
+CONTRASTS = tuple(r for r in ROWS if r not in ("rmpl", "keyword"))  # rmpl minus each, seed by seed
 
 
 def contrasts(results: dict, split: str) -> str:

@@ -20,10 +20,10 @@
    prediction file: read_m2e2 + load_predictions + score, vs json.load of the five files alone (best of 5),
    plain and with the garbage collector paused as the readers pause it (data.gc_paused).
 4. memory: peak resident set size of the three default commands, run whole as subprocesses (stage 1,
-   stage 2, then evaluate.py on the test split; --memory-steps N shortens the training runs, but the peak
-   of a short run is lower than a full one's: 922 vs 1,420 MB for stage 1 at 50 steps). Each command runs under a small Python wrapper that
-   reads its own child's ru_maxrss with os.wait4: measured from this process directly, Linux would report
-   this (large) process's RSS at fork time for every child.
+   stage 2, then evaluate.py on the test split, whose F1 is kept); --memory-steps N shortens the training
+   runs, but a short run peaks lower (922 vs 1,420 MB for stage 1 at 50 steps). Each command runs under a
+   small Python wrapper that reads its own child's ru_maxrss with os.wait4: measured from this process
+   directly, Linux would report this (large) process's RSS at fork time for every child.
 
 What this file does not do: change the product, or tune anything.
 """
@@ -214,15 +214,15 @@ def bench_memory(args, tmp: Path) -> dict:
     commands = {"stage1": [py, "train.py", "--stage", "1", "--data", args.data, "--out", str(tmp), *steps],
                 "stage2": [py, "train.py", "--stage", "2", "--data", args.data, "--out", str(tmp), *steps],
                 "evaluate": [py, "evaluate.py", "--checkpoint", str(tmp / "stage2"), "--data", args.data, "--json"]}
-    out = {}
+    out, printed = {}, {}
     for name, cmd in commands.items():
         t = time.perf_counter()
         r = subprocess.run([py, "-c", WRAPPER, *cmd], cwd=ROOT, capture_output=True, text=True, check=True)
-        status, kib, stdout = json.loads(r.stdout)
+        status, kib, printed[name] = json.loads(r.stdout)
         if status:
             sys.exit(f"perf.py: memory: {' '.join(cmd)} failed (wait status {status})")
         out[name] = {"peak_rss_mb": kib / 1024, "wall_s": time.perf_counter() - t, "command": " ".join(cmd[1:])}
-    scores = json.loads(stdout.strip().splitlines()[-1])  # the test F1 of these runs: the README's default-run table
+    scores = json.loads(printed["evaluate"].strip().splitlines()[-1])  # test F1: the README's default-run table
     out["evaluate"]["test_f1"] = {c: scores[c]["f1"] for c in evaluate.CELLS}
     return out
 

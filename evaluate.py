@@ -26,7 +26,8 @@ image cells only; the key switches (trigger_start, unattached_args) also change
 the text part of the multimedia argument key.
 
 What this file does not do: read the gold files (``data.read_m2e2``), run a
-model, or convert peer output formats (tests/test_conformance.py does that).
+model (``rmpl.predict_file`` does; the command line calls it when given no
+--pred), or convert peer output formats (tests/test_conformance.py does that).
 """
 from __future__ import annotations
 
@@ -324,21 +325,6 @@ def resolve_gold(data_dir: str | Path, split: str) -> Path:
     return d if (d / "text_only_event.json").exists() else d / "m2e2" / split
 
 
-def predict(checkpoint, gold: M2E2, out: Path, device: str = "auto") -> Predictions:
-    """Run a trained model (rmpl.RMPL) over every sentence and image of ``gold``; write the JSON Lines."""
-    import rmpl
-    import train
-    images = [i for i in gold.images.values() if i.path is not None]
-    if len(images) < len(gold.images):
-        warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no file: nothing is "
-                      f"predicted for them")
-    model = rmpl.RMPL.load(checkpoint, train.pick_device(device))
-    pred = model.predict(list(gold.sentences.values()), images)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(line) + "\n" for line in rmpl.prediction_lines(pred)))
-    return pred
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Score M2E2 predictions under the strict protocol. With --pred: score that file. "
@@ -363,12 +349,13 @@ def main(argv: list[str] | None = None) -> None:
                 gold = read_m2e2(gold_dir)
                 pred = load_predictions(args.pred, gold)
             else:
-                if not Path(args.checkpoint, "rmpl.json").exists():
+                import rmpl  # running a model is rmpl.py's job; the scorer itself never loads torch
+                if not Path(args.checkpoint, rmpl.INFO_FILE).exists():
                     raise ValueError(f"{args.checkpoint}: no trained model here (run `python train.py --stage 1` and "
                                      f"`--stage 2` first, or pass --checkpoint DIR or --pred FILE)")
                 gold = read_m2e2(gold_dir, images=True)
                 out = Path(args.pred_out or Path(args.checkpoint) / f"predictions_{args.split}.jsonl")
-                pred = predict(args.checkpoint, gold, out, args.device)
+                pred = rmpl.predict_file(args.checkpoint, gold, out, args.device)
                 print(f"predictions: {out}", file=sys.stderr)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)

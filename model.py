@@ -81,6 +81,13 @@ MODEL_SIZES = {
 }
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple's MPS, then the CPU; any other name is taken as given."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
 # ============================================================================= network
 class Attention(nn.Module):
     """Multi-head attention: self-attention when ``context`` is None, else cross-attention to ``context``.
@@ -366,10 +373,14 @@ def add_lora(model: nn.Module, targets=DEFAULT_LORA_TARGETS, r: int = 8, lora_al
     return model
 
 
-def remove_lora(model: nn.Module) -> nn.Module:
-    """Undo add_lora: every LoRALinear becomes an nn.Linear holding its (unmerged) weight and bias again."""
+def remove_lora(model: nn.Module, merge: bool = False) -> nn.Module:
+    """Undo add_lora: every LoRALinear becomes an nn.Linear holding its base weight and bias again, or,
+    with ``merge=True``, the weight with the LoRA update baked in (an adapted model made plain)."""
     for name, m in lora_layers(model).items():
-        m.unmerge()
+        if merge:
+            m.merge()
+        else:
+            m.unmerge()
         parent, _, child = name.rpartition(".")
         plain = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias=m.bias is not None, device="meta")
         plain.weight, plain.bias = m.weight, m.bias

@@ -37,6 +37,7 @@ What this file does not do: read files (data.py), define the network (model.py),
 """
 from __future__ import annotations
 
+import json
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -46,6 +47,7 @@ import torch
 import data
 import model as M
 import schema as S
+import tensors
 
 STAGE_TASKS = {
     1: ("text_event", "image_event", "relation"),
@@ -54,22 +56,28 @@ STAGE_TASKS = {
 ALPHA = 0.5                                   # task sampling: p_t ~ n_t ** ALPHA
 TASK_WEIGHTS = {t: 1.0 for t in S.TASKS}      # lambda_t in the loss
 
+# The run directory {out}/stage{k}/ that train.py writes and RMPL.load reads, file by file.
+MODEL_FILE = "model.safetensors"      # base weights with their ModelConfig (model.save_model)
+ADAPTER_FILE = "adapter.safetensors"  # LoRA tensors, when the stage trained LoRA (model.save_adapter)
+TOKENIZER_FILE = "tokenizer.model"    # the sentencepiece model (tensors.Tokenizer)
+INFO_FILE = "rmpl.json"               # stage, tasks, step and the TrainConfig of the checkpoint
+
 
 # ============================================================================= records -> examples
 def _text_prompt(task: str, words, extra=()) -> list[str]:
     return [S.TASK_TOKENS[task], *extra, S.SEP, *words]
 
 
-def _image_example(task, img: S.Image, target, extra=()) -> data.Example:
-    return data.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path, size=img.size, meta={"id": img.id})
+def _image_example(task, img: S.Image, target, extra=()) -> tensors.Example:
+    return tensors.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path, size=img.size, meta={"id": img.id})
 
 
-def text_examples(task: str, sent: S.Sentence) -> list[data.Example]:
+def text_examples(task: str, sent: S.Sentence) -> list[tensors.Example]:
     """The examples one sentence gives to a text task (text_event, text_mention, text_argument)."""
     w = sent.words
 
     def example(prompt, target):
-        return data.Example(task, prompt, target, meta={"id": sent.id})  # the id names it in errors
+        return tensors.Example(task, prompt, target, meta={"id": sent.id})  # the id names it in errors
 
     if task == "text_event":
         return [example(_text_prompt(task, w), S.linearise(sent.events, w))]
@@ -84,7 +92,7 @@ def argument_prompt(event: S.TextEvent, words) -> list[str]:
     return _text_prompt("text_argument", words, S.linearise([S.TextEvent(event.event_type, event.trigger)], words))
 
 
-def image_examples(task: str, img: S.Image) -> list[data.Example]:
+def image_examples(task: str, img: S.Image) -> list[tensors.Example]:
     """The examples one image gives to an image task (image_event, image_mention, image_argument)."""
     if task == "image_event":
         return [_image_example(task, img, S.linearise(img.events, size=img.size))]
@@ -96,15 +104,15 @@ def image_examples(task: str, img: S.Image) -> list[data.Example]:
     raise ValueError(f"{task} is not an image task")
 
 
-def relation_examples(ex: S.RelationExample) -> list[data.Example]:
+def relation_examples(ex: S.RelationExample) -> list[tensors.Example]:
     """The example one MNRE line gives (with its image when it has one)."""
     img = ex.image
     target = S.linearise(ex.relations, ex.words, img.size if img else None)
-    return [data.Example("relation", _text_prompt("relation", ex.words), target, image=img.path if img else None,
+    return [tensors.Example("relation", _text_prompt("relation", ex.words), target, image=img.path if img else None,
                          size=img.size if img else None, meta={"id": ex.id})]
 
 
-def build_tasks(tasks, sentences, images, relations) -> dict[str, list[data.Example]]:
+def build_tasks(tasks, sentences, images, relations) -> dict[str, list[tensors.Example]]:
     """Cast the sources of one split into the examples of each of ``tasks`` (e.g. STAGE_TASKS[1]).
 
     A record the schema cannot write (a span past the MAX_OCC-th occurrence of its words) is skipped,
@@ -129,7 +137,7 @@ def build_tasks(tasks, sentences, images, relations) -> dict[str, list[data.Exam
 
 
 def task_sampling_weights(tasks: dict[str, list]) -> dict[str, float]:
-    return data.tempered_weights({t: len(exs) for t, exs in tasks.items()}, ALPHA)
+    return tensors.tempered_weights({t: len(exs) for t, exs in tasks.items()}, ALPHA)
 
 
 # ============================================================================= the loss
@@ -172,31 +180,30 @@ def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
 class RMPL:
     """A trained model that reads M2E2 documents and writes predictions (the JSON Lines of m2e2.md)."""
 
-    def __init__(self, net: M.Seq2Seq, tokenizer: data.Tokenizer, tasks=STAGE_TASKS[2], batch_size: int = 64):
+    def __init__(self, net: M.Seq2Seq, tokenizer: tensors.Tokenizer, tasks=STAGE_TASKS[2], batch_size: int = 64):
         self.net, self.tok, self.tasks, self.batch_size = net.eval(), tokenizer, tuple(tasks), batch_size
-        self.images = data.ImageCache()  # each image is read by two passes (mention, then arguments)
+        self.images = tensors.ImageCache()  # each image is read by two passes (mention, then arguments)
         self.special_ids = tokenizer.encode(list(S.SPECIAL_TOKENS))
 
     @classmethod
     def load(cls, checkpoint, device="cpu", **kw) -> "RMPL":
-        """A directory train.py wrote: model.safetensors, tokenizer.model, rmpl.json, maybe adapter.safetensors."""
-        import json
+        """A run directory train.py wrote: MODEL_FILE, TOKENIZER_FILE, INFO_FILE, maybe ADAPTER_FILE."""
         d = Path(checkpoint)
-        net = M.load_model(d / "model.safetensors", device)
-        if (d / "adapter.safetensors").exists():
-            M.load_adapter(net, d / "adapter.safetensors")
+        net = M.load_model(d / MODEL_FILE, device)
+        if (d / ADAPTER_FILE).exists():
+            M.load_adapter(net, d / ADAPTER_FILE)
             M.merge_lora(net)  # explicit: inference runs on merged weights
-        info = json.loads((d / "rmpl.json").read_text())
-        return cls(net, data.Tokenizer.load(d / "tokenizer.model"), info["tasks"], **kw)
+        info = json.loads((d / INFO_FILE).read_text())
+        return cls(net, tensors.Tokenizer.load(d / TOKENIZER_FILE), info["tasks"], **kw)
 
-    def run(self, examples: list[data.Example]) -> list[list[str]]:
+    def run(self, examples: list[tensors.Example]) -> list[list[str]]:
         """Greedy-decode every example (in batches) -> its output tokens."""
         cfg, out = self.net.cfg, []
         device = next(self.net.parameters()).device
         for i in range(0, len(examples), self.batch_size):
-            enc = [data.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len, cfg.max_target_len, self.images)
+            enc = [tensors.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len, cfg.max_target_len, self.images)
                    for e in examples[i:i + self.batch_size]]
-            batch = {k: v.to(device) for k, v in data.collate(enc, self.tok.pad_id).items()}
+            batch = {k: v.to(device) for k, v in tensors.collate(enc, self.tok.pad_id).items()}
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 ids = self.net.generate(batch, cfg.max_target_len, allowed=self.allowed(batch["input_ids"]))
             out += [self.tok.decode(row) for row in ids]
@@ -226,12 +233,12 @@ class RMPL:
     def _text_events(self, sentences) -> dict[str, list[S.TextEvent]]:
         one_pass = "text_mention" not in self.tasks
         task = "text_event" if one_pass else "text_mention"
-        outputs = self.run([data.Example(task, _text_prompt(task, s.words), []) for s in sentences])
+        outputs = self.run([tensors.Example(task, _text_prompt(task, s.words), []) for s in sentences])
         found = {s.id: [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent)] for s, o in zip(sentences, outputs)}
         if one_pass:
             return found
         todo = [(s, e) for s in sentences for e in found[s.id]]  # ARE: one prompt per predicted event
-        outputs = self.run([data.Example("text_argument", argument_prompt(e, s.words), []) for s, e in todo])
+        outputs = self.run([tensors.Example("text_argument", argument_prompt(e, s.words), []) for s, e in todo])
         full = {s.id: [] for s in sentences}
         for (s, e), o in zip(todo, outputs):
             same = [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent) and r.trigger == e.trigger
@@ -270,3 +277,17 @@ def prediction_lines(pred: S.Predictions) -> list[dict]:
     return ([{"sentence_id": k, "events": [event_json(e) for e in evs]} for k, evs in pred.sentences.items()]
             + [{"image_id": k, "events": [event_json(e) for e in evs]} for k, evs in pred.images.items()]
             + [{"sentence_id": l.sentence_id, "image_id": l.image_id, "event_type": l.event_type} for l in pred.links])
+
+
+def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto") -> S.Predictions:
+    """Run the trained model of ``checkpoint`` over every sentence and image of ``gold``; write the JSON
+    Lines to ``out`` and return the predictions (what ``python evaluate.py --checkpoint`` scores)."""
+    images = [i for i in gold.images.values() if i.path is not None]
+    if len(images) < len(gold.images):
+        warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no file: nothing is "
+                      f"predicted for them")
+    model = RMPL.load(checkpoint, M.pick_device(device))
+    pred = model.predict(list(gold.sentences.values()), images)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(line) + "\n" for line in prediction_lines(pred)))
+    return pred

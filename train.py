@@ -15,7 +15,7 @@ log.jsonl (one line per log interval and per eval). A checkpoint is staged in ``
 as one unit (save_checkpoint), so a kill at any moment leaves the previous checkpoint or the new one.
 
 ``torchrun --nproc_per_node N train.py ...`` trains with DistributedDataParallel (gloo on CPU, nccl on
-CUDA): ``--batch-size`` is per process, each rank takes its slice of one global batch (data.TaskSampler),
+CUDA): ``--batch-size`` is per process, each rank takes its slice of one global batch (tensors.TaskSampler),
 the loss is that of the global batch (rmpl.multitask_loss), and only rank 0 prints, evaluates and writes files.
 """
 from __future__ import annotations
@@ -42,9 +42,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import data
+import evaluate
 import model as M
 import rmpl
 import schema as S
+import tensors
 
 
 @dataclass
@@ -109,6 +111,8 @@ def parse_args(argv=None) -> TrainConfig:
         p.error(f"--model-size must be one of {', '.join(M.MODEL_SIZES)}")
     if stage == 1 and given.get("init") and "lora_rank" not in given:
         given["lora_rank"] = 16  # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
+    if stage == 1 and not given.get("init") and given.get("lora_rank"):
+        p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
     return TrainConfig(**{**PRESETS[stage], **given})
 
 
@@ -116,12 +120,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return torch.device(name)
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -165,57 +163,64 @@ def load_data(cfg: TrainConfig) -> data.Sources:
     return sources
 
 
-def build_model(cfg: TrainConfig, src: data.Sources, run: Path, master: bool = True) -> tuple[M.Seq2Seq, data.Tokenizer]:
-    """Stage 1 from scratch: a new tokenizer (training text only) and network. Otherwise: the --init checkpoint
-    (stage 2 default: {out}/stage1), whose base weights are copied into this run so it stands on its own.
-    --resume: the run's own tokenizer and weights (base + adapter), nothing re-trained or re-copied; the new
-    network's random init is overwritten, and load_train_state then restores the RNGs it used up. Under DDP every
-    rank builds the same tokenizer and network (Tokenizer.train is byte-deterministic); only the master writes."""
-    init = Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
+def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
+                master: bool = True) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+    """The network and tokenizer a run starts from, in one of three ways (below). With ``--lora-rank``,
+    LoRA layers are added and only they train. Under DDP every rank builds the same tokenizer and network
+    (Tokenizer.train is byte-deterministic); only the master writes files."""
     run.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
-        needed = ["train_state.pt", "rmpl.json", "tokenizer.model", "model.safetensors"]
-        for name in needed + ["adapter.safetensors"] * bool(cfg.lora_rank):
-            if not (run / name).is_file():
-                sys.exit(f"train.py: --resume: no {name} in {run} (no checkpoint to resume; drop --resume to start)")
-        tok, net = data.Tokenizer.load(run / "tokenizer.model"), M.load_model(run / "model.safetensors")
-        if cfg.lora_rank:  # the file's LoRA layers on the run's base (load_adapter checks the base hash)
-            M.mark_only_lora_as_trainable(M.load_adapter(net, run / "adapter.safetensors"))
-        return net, tok
-    if init is None:
-        texts = [s.words for s in src.ace.get("train", [])] + [r.words for r in src.mnre.get("train", [])]
-        tok = data.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
-        net = M.Seq2Seq(M.ModelConfig(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id,
-                                      **M.MODEL_SIZES[cfg.model_size]))
-        if cfg.lora_rank:
-            sys.exit("train.py: --lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
-    else:
-        if not (init / "model.safetensors").exists():
-            sys.exit(f"train.py: no model.safetensors in {init} (run stage 1 first, or pass --init)")
-        tok = data.Tokenizer.load(init / "tokenizer.model")
-        net = M.load_model(init / "model.safetensors")
-        if (init / "adapter.safetensors").exists():  # an adapted base: bake the adapter in first
-            M.merge_lora(M.load_adapter(net, init / "adapter.safetensors"))
-            net = _plain_copy(net)
-        if run.resolve() != init.resolve() and master:
-            M.save_model(net, run / "model.safetensors")
+        return resume_model(cfg, run)
+    init = Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
+    net, tok = new_model(cfg, src) if init is None else init_model(init, run, master)
     if master:
-        tok.save(run / "tokenizer.model")
+        tok.save(run / rmpl.TOKENIZER_FILE)
     if cfg.lora_rank:
         M.add_lora(net, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
         M.mark_only_lora_as_trainable(net)
     return net, tok
 
 
-def _plain_copy(net: M.Seq2Seq) -> M.Seq2Seq:
-    """A LoRA-free network holding the (merged) weights of ``net``."""
-    plain = M.Seq2Seq(net.cfg)
-    plain.load_state_dict({k: v for k, v in net.state_dict().items() if "lora_" not in k})
-    return plain
+def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+    """Stage 1 from scratch: a tokenizer trained on the training text alone, and a fresh network."""
+    texts = [s.words for s in src.ace.get("train", [])] + [r.words for r in src.mnre.get("train", [])]
+    tok = tensors.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    special = dict(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    return M.Seq2Seq(M.ModelConfig(**special, **M.MODEL_SIZES[cfg.model_size])), tok
+
+
+def init_model(init: Path, run: Path, master: bool) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+    """The --init checkpoint (stage 2's default: {out}/stage1). An adapter beside its base is baked in;
+    the base weights are copied into this run, so the run stands on its own."""
+    if not (init / rmpl.MODEL_FILE).exists():
+        sys.exit(f"train.py: no {rmpl.MODEL_FILE} in {init} (run stage 1 first, or pass --init)")
+    tok = tensors.Tokenizer.load(init / rmpl.TOKENIZER_FILE)
+    net = M.load_model(init / rmpl.MODEL_FILE)
+    if (init / rmpl.ADAPTER_FILE).exists():
+        net = M.remove_lora(M.load_adapter(net, init / rmpl.ADAPTER_FILE), merge=True)
+    if run.resolve() != init.resolve() and master:
+        M.save_model(net, run / rmpl.MODEL_FILE)
+    return net, tok
+
+
+def resume_model(cfg: TrainConfig, run: Path) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+    """--resume: the run's own tokenizer and weights (base + adapter), nothing re-trained or re-copied.
+    Building the network draws its random init, which the weights overwrite; load_train_state then
+    restores the RNG states of the interrupted run."""
+    needed = [STATE_FILE, rmpl.INFO_FILE, rmpl.TOKENIZER_FILE, rmpl.MODEL_FILE]
+    for name in needed + [rmpl.ADAPTER_FILE] * bool(cfg.lora_rank):
+        if not (run / name).is_file():
+            sys.exit(f"train.py: --resume: no {name} in {run} (no checkpoint to resume; drop --resume to start)")
+    tok, net = tensors.Tokenizer.load(run / rmpl.TOKENIZER_FILE), M.load_model(run / rmpl.MODEL_FILE)
+    if cfg.lora_rank:  # the file's LoRA layers on the run's base (load_adapter checks the base hash)
+        M.mark_only_lora_as_trainable(M.load_adapter(net, run / rmpl.ADAPTER_FILE))
+    return net, tok
 
 
 # ============================================================================= checkpoints
-PENDING = ".pending"  # a checkpoint being written; "COMMITTED" inside it marks it whole
+PENDING = ".pending"            # a checkpoint being written; "COMMITTED" inside it marks it whole
+STATE_FILE = "train_state.pt"   # optimizer, sampler, RNG states and step (beside rmpl.py's run files)
+LOG_FILE = "log.jsonl"          # one JSON line per log interval and per evaluation, appended
 
 
 def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step: int) -> None:
@@ -232,13 +237,13 @@ def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step:
     finish_checkpoint(run)  # one a kill interrupted; then .pending/ is free
     pending = run / PENDING
     pending.mkdir()
-    weights = pending / ("adapter.safetensors" if cfg.lora_rank else "model.safetensors")
+    weights = pending / (rmpl.ADAPTER_FILE if cfg.lora_rank else rmpl.MODEL_FILE)
     if cfg.lora_rank:
-        M.save_adapter(net, weights, base_ref=str(run / "model.safetensors"))
+        M.save_adapter(net, weights, base_ref=str(run / rmpl.MODEL_FILE))
     else:
         M.save_model(net, weights)
     info = {"stage": cfg.stage, "tasks": list(tasks), "step": step, "config": asdict(cfg)}
-    M.write_atomic(pending / "rmpl.json", json.dumps(info, indent=1).encode())
+    M.write_atomic(pending / rmpl.INFO_FILE, json.dumps(info, indent=1).encode())
     np_rng = np.random.get_state()  # ("MT19937", uint32 keys, pos, has_gauss, gauss): keys as a list for weights_only
     rng = {"python": random.getstate(), "numpy": (np_rng[0], np_rng[1].tolist(), *np_rng[2:]),
            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -246,7 +251,7 @@ def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step:
              "sampler": sampler.state_dict(), "rng": rng}
     buf = io.BytesIO()
     torch.save(state, buf)
-    M.write_atomic(pending / "train_state.pt", buf.getvalue())
+    M.write_atomic(pending / STATE_FILE, buf.getvalue())
     M.write_atomic(pending / "COMMITTED", b"")  # the commit point
     finish_checkpoint(run)
 
@@ -281,7 +286,7 @@ def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
     the network already (build_model). ``weights_only=True`` unpickles tensors and plain containers only, so a
     tampered train_state.pt cannot run code; it is refused with a CheckpointError, as is a state that does not
     belong with the weights beside it (files copied from different checkpoints by hand: a kill cannot do it)."""
-    path = run / "train_state.pt"
+    path = run / STATE_FILE
     try:
         state = torch.load(path, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -293,8 +298,8 @@ def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
     if not {"weights_sha256", "rng"} <= set(state):
         raise M.CheckpointError(f"{path}: written by an older train.py (no weights hash or RNG states); "
                                 f"it cannot be resumed exactly")
-    weights = run / ("adapter.safetensors" if cfg.lora_rank else "model.safetensors")
-    info = json.loads((run / "rmpl.json").read_text())
+    weights = run / (rmpl.ADAPTER_FILE if cfg.lora_rank else rmpl.MODEL_FILE)
+    info = json.loads((run / rmpl.INFO_FILE).read_text())
     if state["weights_sha256"] != _sha256(weights) or info["step"] != state["step"]:
         raise M.CheckpointError(f"{run}: train_state.pt (step {state['step']}) does not belong with {weights.name} "
                                 f"and rmpl.json (step {info['step']}): the files come from different checkpoints. "
@@ -328,7 +333,7 @@ def example_losses(net, items: list[dict], device) -> tuple[torch.Tensor, torch.
     out = []
     for group in ([e for e in items if not e["has_image"]], [e for e in items if e["has_image"]]):
         if group:
-            batch = {k: v.to(device) for k, v in data.collate(group, pad_id).items()}
+            batch = {k: v.to(device) for k, v in tensors.collate(group, pad_id).items()}
             _, per_example = net(batch, reduction="none")
             out.append((per_example.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
     return tuple(torch.cat(parts) for parts in zip(*out))
@@ -354,7 +359,6 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
     """Strict F1 of the six cells on the first ``n_docs`` M2E2 dev documents (a progress signal, not a result)."""
     if gold is None or n_docs <= 0:
         return {}
-    import evaluate
     docs = sorted({S.doc_id(k) for k in gold.sentences})[:n_docs]
     sub = data.M2E2({k: s for k, s in gold.sentences.items() if S.doc_id(k) in docs},
                     {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
@@ -367,124 +371,178 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
 
 
 # ============================================================================= the loop
-def main(argv=None) -> dict:
-    cfg = parse_args(argv)
-    set_seed(cfg.seed)  # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
-    device = pick_device(cfg.device)
-    ddp = int(os.environ.get("RANK", -1)) != -1  # started by torchrun: one process per device
-    rank, world = 0, 1
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if device.type == "cuda":
-            device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
-            torch.cuda.set_device(device)
-    master = rank == 0  # prints, evaluates, writes the log and the checkpoints
-    if not master:
+@dataclass
+class Dist:
+    """Where this process runs: its device and, under torchrun, its rank among ``world`` processes."""
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    ddp: bool = False
+
+    @property
+    def master(self) -> bool:  # rank 0 prints, evaluates, and writes the log and the checkpoints
+        return self.rank == 0
+
+
+def setup_distributed(cfg: TrainConfig) -> Dist:
+    """One process per device under torchrun (nccl on CUDA, gloo on CPU); else a plain single process."""
+    env = Dist(M.pick_device(cfg.device))
+    if int(os.environ.get("RANK", -1)) == -1:
+        return env
+    dist.init_process_group(backend="nccl" if env.device.type == "cuda" else "gloo")
+    env.rank, env.world, env.ddp = dist.get_rank(), dist.get_world_size(), True
+    if env.device.type == "cuda":
+        env.device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
+        torch.cuda.set_device(env.device)
+    if not env.master:
         sys.stdout = open(os.devnull, "w")  # one copy of every message; errors (stderr) still show
-    run = Path(cfg.out) / f"stage{cfg.stage}"
-    if master and run.is_dir():
-        finish_checkpoint(run)  # a checkpoint write cut off by a kill: completed or discarded, before anyone reads
-    if ddp and not master:
-        dist.barrier()  # wait while rank 0 settles the run and generates the toy world (first use)
-    src = load_data(cfg)
-    if ddp and master:
+    return env
+
+
+def load_run_data(cfg: TrainConfig, run: Path, env: Dist) -> data.Sources:
+    """Settle a checkpoint write a kill cut off (rank 0, before anyone reads the run), then read --data;
+    the other ranks wait meanwhile, since rank 0 may also be generating the toy world."""
+    if env.master and run.is_dir():
+        finish_checkpoint(run)
+    if env.ddp and not env.master:
         dist.barrier()
-    net, tok = build_model(cfg, src, run, master)
-    net.to(device).train()
-    # find_unused_parameters: a slice without images leaves the vision tower out of the graph
-    model = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True) if ddp else net
-    tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
+    src = load_data(cfg)
+    if env.ddp and env.master:
+        dist.barrier()
+    return src
 
-    def split(name):
-        return rmpl.build_tasks(tasks, src.ace.get(name, []), src.swig.get(name, []), src.mnre.get(name, []))
 
-    cut = Counter()  # truncated inputs/targets, reported once
+def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok, mcfg: M.ModelConfig) -> tuple[dict, dict]:
+    """The train and dev examples of each task, as encoded tensors; truncations reported once."""
+    cut = Counter()
 
-    def encode(examples):
-        return [data.encode_example(e, tok, net.cfg.image_size, net.cfg.max_text_len, net.cfg.max_target_len, counts=cut)
-                for e in examples]
+    def encode(split):
+        examples = rmpl.build_tasks(tasks, src.ace.get(split, []), src.swig.get(split, []),
+                                    src.mnre.get(split, []))
+        return {t: [tensors.encode_example(e, tok, mcfg.image_size, mcfg.max_text_len, mcfg.max_target_len,
+                                           counts=cut) for e in exs]
+                for t, exs in examples.items()}
 
     try:
         with warnings_as_lines():
-            train = {t: encode(exs) for t, exs in split("train").items()}
-            dev = {t: encode(exs) for t, exs in split("dev").items()}
+            train, dev = encode("train"), encode("dev")
     except ValueError as e:  # DataError: an image that does not decode
         sys.exit(f"train.py: {e}")
     if cut["input_truncated"] or cut["target_truncated"]:
         print(f"warning: of {cut['examples']} examples, {cut['input_truncated']} prompts were cut to "
-              f"max_text_len={net.cfg.max_text_len} and {cut['target_truncated']} targets to max_target_len={net.cfg.max_target_len}")
+              f"max_text_len={mcfg.max_text_len} and {cut['target_truncated']} targets to "
+              f"max_target_len={mcfg.max_target_len}")
     if not train:
-        sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} ({', '.join(tasks)})")
-    sampler = data.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed,
-                               rank=rank, world_size=world)  # one global batch; its state is the same on all ranks
+        sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} "
+                 f"({', '.join(tasks)})")
+    return train, dev
+
+
+def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases, norms and other vectors do not."""
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2))
+
+
+def train_step(model, sampler, opt, params, cfg: TrainConfig, env: Dist, step: int, run: Path):
+    """One optimizer step over ``grad_accum`` micro-batches -> (loss, per-task losses, gradient norm)."""
+    lr = get_lr(step, cfg)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    autocast = torch.autocast(env.device.type, torch.bfloat16, enabled=env.device.type == "cuda")
+    loss = 0.0  # the step's loss: the mean over its micro-batches (their per-task parts: the last one's)
+    for micro in range(cfg.grad_accum):
+        # under DDP, gradients are all-reduced once per step: at the last micro-batch's backward
+        with model.no_sync() if env.ddp and micro + 1 < cfg.grad_accum else nullcontext():
+            with autocast:  # under DDP: this rank's share of the global batch's loss (rmpl.multitask_loss)
+                part, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), env.device),
+                                                  all_reduce=dist.all_reduce if env.ddp else None)
+            # DDP averages gradients over ranks, hence * world; / grad_accum: the mean over micro-batches
+            (part * env.world / cfg.grad_accum).backward()
+        loss = loss + part.detach() / cfg.grad_accum
+    if env.ddp:  # log the global loss: the sum of the ranks' shares
+        dist.all_reduce(loss)
+    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    if not torch.isfinite(loss.detach() + norm):  # checked before the update, so the weights stay finite
+        sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm {norm.item()}; "
+                 f"stopped without updating or saving (the last checkpoint in {run} is intact). "
+                 f"A lower --lr (now {cfg.lr}) or --grad-clip may help; --resume continues from the checkpoint")
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss, parts, norm
+
+
+def main(argv=None) -> dict:
+    cfg = parse_args(argv)
+    set_seed(cfg.seed)  # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
+    env = setup_distributed(cfg)
+    run = Path(cfg.out) / f"stage{cfg.stage}"
+    src = load_run_data(cfg, run, env)
+    net, tok = build_model(cfg, src, run, env.master)
+    net.to(env.device).train()
+    # find_unused_parameters: a slice without images leaves the vision tower out of the graph
+    model = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True) if env.ddp else net
+    tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
+    train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
+    sampler = tensors.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed,
+                                  rank=env.rank, world_size=env.world)  # one global batch, one state
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, cfg.beta2))
+    opt = make_optimizer(params, cfg)
     try:
         start = load_train_state(run, cfg, opt, sampler) if cfg.resume else 0
     except M.CheckpointError as e:
         sys.exit(f"train.py: --resume: {e}")
-
     n_params = sum(p.numel() for p in net.parameters())
     print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
-          f"{n_params / 1e6:.2f}M parameters; device {device}" + (f" x {world} processes" if ddp else ""))
+          f"{n_params / 1e6:.2f}M parameters; device {env.device}"
+          + (f" x {env.world} processes" if env.ddp else ""))
     if cfg.lora_rank:
         M.print_trainable_parameters(net)
-    log = open(run / "log.jsonl", "a") if master else open(os.devnull, "w")
+    log = open(run / LOG_FILE, "a") if env.master else open(os.devnull, "w")
     if cfg.resume:  # lines after this one replace those of the interrupted run past `step`
         log.write(json.dumps({"step": start, "resumed": True}) + "\n")
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=None if master else True, desc=f"stage {cfg.stage}")
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
+               disable=None if env.master else True, desc=f"stage {cfg.stage}")
     t0, record = time.time(), {}
     for step in bar:
-        lr = get_lr(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss = 0.0  # the step's loss: the mean over its micro-batches (their per-task parts: the last one's)
-        for micro in range(cfg.grad_accum):
-            # under DDP, gradients are all-reduced once per step: at the last micro-batch's backward
-            with model.no_sync() if ddp and micro + 1 < cfg.grad_accum else nullcontext():
-                with autocast:  # under DDP: this rank's share of the global batch's loss (rmpl.multitask_loss)
-                    part, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), device),
-                                                      all_reduce=dist.all_reduce if ddp else None)
-                # DDP averages gradients over ranks, hence * world; / grad_accum: the mean over micro-batches
-                (part * world / cfg.grad_accum).backward()
-            loss = loss + part.detach() / cfg.grad_accum
-        if ddp:  # log the global loss: the sum of the ranks' shares
-            dist.all_reduce(loss)
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        if not torch.isfinite(loss.detach() + norm):  # checked before the update, so the weights stay finite
-            sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm {norm.item()}; "
-                     f"stopped without updating or saving (the last checkpoint in {run} is intact). "
-                     f"A lower --lr (now {cfg.lr}) or --grad-clip may help; --resume continues from the checkpoint")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+        loss, parts, norm = train_step(model, sampler, opt, params, cfg, env, step, run)
         last = step + 1 == cfg.max_steps
         if (step + 1) % cfg.log_every == 0 or last:
-            record = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(norm.item(), 3),
-                      "tasks": {t: round(v, 4) for t, v in parts.items()}, "elapsed_s": round(time.time() - t0, 1)}
-            bar.write(f"step {step + 1:5d} | loss {loss.item():.4f} | lr {lr:.2e} | norm {norm.item():6.3f} | "
-                      f"{record['elapsed_s']:7.1f}s")
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if master and ((step + 1) % cfg.eval_every == 0 or last):  # the other ranks wait at the next all_reduce
-            record = {"step": step + 1, "dev_loss": dev_loss(net, dev, cfg, device, cfg.batch_size * world),
-                      "dev_f1": quick_score(net, tok, tasks, src.m2e2.get("dev"), cfg.dev_docs)}
-            bar.write(f"eval {step + 1:5d} | dev loss " + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
-                      + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            try:
-                save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
-            except M.CheckpointError as e:  # this step's update made weights non-finite (an infinite --lr, say)
-                sys.exit(f"train.py: {e}")
+            record = log_step(bar, log, step, get_lr(step, cfg), loss, parts, norm, t0)
+        if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait at the next all_reduce
+            record = evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env, run, opt, sampler, step)
     log.close()
     print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s: {run}")
-    if ddp:
+    if env.ddp:
         dist.destroy_process_group()
+    return record
+
+
+def log_step(bar, log, step: int, lr: float, loss, parts: dict, norm, t0: float) -> dict:
+    """One aligned line on the terminal and one JSON line in the log."""
+    record = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(norm.item(), 3),
+              "tasks": {t: round(v, 4) for t, v in parts.items()}, "elapsed_s": round(time.time() - t0, 1)}
+    bar.write(f"step {step + 1:5d} | loss {loss.item():.4f} | lr {lr:.2e} | norm {norm.item():6.3f} | "
+              f"{record['elapsed_s']:7.1f}s")
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    return record
+
+
+def evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env: Dist, run: Path, opt, sampler,
+                      step: int) -> dict:
+    """Dev loss per task and the quick dev score, logged; then the checkpoint of this step."""
+    record = {"step": step + 1, "dev_loss": dev_loss(net, dev, cfg, env.device, cfg.batch_size * env.world),
+              "dev_f1": quick_score(net, tok, tasks, src.m2e2.get("dev"), cfg.dev_docs)}
+    bar.write(f"eval {step + 1:5d} | dev loss " + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
+              + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    try:
+        save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
+    except M.CheckpointError as e:  # this step's update made weights non-finite (an infinite --lr, say)
+        sys.exit(f"train.py: {e}")
     return record
 
 

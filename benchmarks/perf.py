@@ -43,6 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
+import tensors  # noqa: E402
 import evaluate  # noqa: E402
 import model as M  # noqa: E402
 import rmpl  # noqa: E402
@@ -86,9 +87,9 @@ def bench_train(args, tmp: Path) -> dict:
     net.train()
     c = net.cfg
     tasks = rmpl.build_tasks(rmpl.STAGE_TASKS[1], src.ace["train"], src.swig["train"], src.mnre["train"])
-    enc = {t: [data.encode_example(e, tok, c.image_size, c.max_text_len, c.max_target_len) for e in exs]
+    enc = {t: [tensors.encode_example(e, tok, c.image_size, c.max_text_len, c.max_target_len) for e in exs]
            for t, exs in tasks.items()}
-    sampler = data.TaskSampler(enc, rmpl.task_sampling_weights(enc), cfg.batch_size, seed=cfg.seed)
+    sampler = tensors.TaskSampler(enc, rmpl.task_sampling_weights(enc), cfg.batch_size, seed=cfg.seed)
     batches = [next(sampler) for _ in range(args.warmup + args.steps)]
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)

@@ -210,13 +210,13 @@ def test_infinite_lr_never_writes_non_finite_weights(world, tmp_path):
 WRITER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
-    import data, model as M, train
+    import model as M, tensors, train
     from pathlib import Path
     torch.set_num_threads(1)  # the test runs beside it; two threads each on two cores only thrash
     run, cfg = Path({run!r}), train.TrainConfig(lora_rank=0)
     net = M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"]))
     opt = torch.optim.AdamW(net.parameters())
-    sampler = data.TaskSampler({{"text_event": list(range(10))}}, {{"text_event": 1.0}}, 2)
+    sampler = tensors.TaskSampler({{"text_event": list(range(10))}}, {{"text_event": 1.0}}, 2)
     for i in range({start}, 10**6):
         with torch.no_grad():
             for p in net.parameters():
@@ -250,7 +250,7 @@ def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
         assert weights_step in (done, done + 1)
         assert json.loads((run / "rmpl.json").read_text())["step"] == weights_step
         opt = torch.optim.AdamW(M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"])).parameters())
-        sampler = train.data.TaskSampler({"text_event": list(range(10))}, {"text_event": 1.0}, 2)
+        sampler = train.tensors.TaskSampler({"text_event": list(range(10))}, {"text_event": 1.0}, 2)
         assert train.load_train_state(run, train.TrainConfig(lora_rank=0), opt, sampler) == weights_step
         assert not (run / train.PENDING).exists() and not list(run.glob(".tmp-*"))
     print("SIGKILL outcomes (checkpoints finished, state of the write that was cut):", outcomes)

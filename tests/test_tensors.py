@@ -9,8 +9,9 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image as PILImage, ImageDraw
 
 import schema
-from data import (EOS_ID, FIRST_SPECIAL_ID, IMAGE_MEAN, IMAGE_STD, PAD_ID, TaskSampler, DataError, Example, ImageCache,
-                  Tokenizer, collate, encode_example, load_image, tempered_weights)
+from data import DataError
+from tensors import (EOS_ID, FIRST_SPECIAL_ID, IMAGE_MEAN, IMAGE_STD, PAD_ID, Example, ImageCache, TaskSampler,
+                     Tokenizer, collate, encode_example, load_image, tempered_weights)
 
 CORPUS = ["the rebels bombed Aleppo on Monday", "police arrested the man in Paris",
           "Anna married Bob , and they flew to Rome", "soldiers killed three people near the border",

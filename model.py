@@ -262,7 +262,8 @@ class Seq2Seq(nn.Module):
         """-> (logits (B, L, vocab), loss). Teacher forcing on decoder input [bos] + target[:-1].
 
         reduction="mean": token cross-entropy averaged over every non-pad target token of the batch.
-        reduction="none": (B,) per-example mean token cross-entropy, for rmpl.py to weight per task.
+        reduction="sum": (B,) each example's cross-entropy summed over its target tokens, for
+        rmpl.multitask_loss to weigh per task.
         """
         target = batch["target_ids"]                                           # (B, L): ... eos pad pad
         B, L = target.shape
@@ -270,12 +271,11 @@ class Seq2Seq(nn.Module):
         logits = self.decode(target_in, *self.encode(batch))
         ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=self.cfg.pad_id,
                              reduction="none").view(B, L)                      # 0 at pad positions
-        n_tokens = (target != self.cfg.pad_id).sum(1)                          # (B,)
         if reduction == "mean":
-            return logits, ce.sum() / n_tokens.sum()
-        if reduction == "none":
-            return logits, ce.sum(1) / n_tokens.clamp(min=1)
-        raise ValueError(f"reduction must be 'mean' or 'none', not {reduction!r}")
+            return logits, ce.sum() / (target != self.cfg.pad_id).sum()
+        if reduction == "sum":
+            return logits, ce.sum(1)
+        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
 
     @torch.no_grad()
     def generate(self, batch, max_new_tokens: int, allowed: Optional[torch.Tensor] = None,

@@ -141,26 +141,28 @@ def task_sampling_weights(tasks: dict[str, list]) -> dict[str, float]:
 
 
 # ============================================================================= the loss
-def multitask_loss(per_example: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch.Tensor,
-                   weights=TASK_WEIGHTS, all_reduce=None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The formula of the module docstring. ``per_example`` (B,) mean token CE, ``n_tokens`` (B,) target
-    tokens, ``task_ids`` (B,) indices into schema.TASKS. Returns the loss and each task's L_t (for logs).
+def multitask_loss(ce_sum: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch.Tensor, weights=TASK_WEIGHTS,
+                   all_reduce=None, world_size: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+    """The formula of the module docstring. ``ce_sum`` (B,) each example's token cross-entropy summed over
+    its target tokens, ``n_tokens`` (B,) its target tokens, ``task_ids`` (B,) indices into schema.TASKS.
+    Returns the loss and each task's L_t (for logs).
 
-    Written as a weighted sum over target tokens: a token of task t weighs lambda_t / sum(lambda) / N_t.
-    ``all_reduce`` (torch.distributed.all_reduce under DDP) sums the per-task token counts and CE sums over
-    processes first: N_t and L_t are then those of the global batch, and the loss returned is this process's
-    share of the global loss (the shares of all processes add up to it; the mean of per-process losses would
-    not, since L_t is a mean over tokens).
+    As a sum over examples: L = sum_b ce_sum_b * w_t(b), with w_t = lambda_t / sum(lambda) / N_t.
+    Under DDP (``all_reduce`` = torch.distributed.all_reduce, ``world_size`` processes) the token counts
+    N_t and the CE sums are those of the global batch, and the loss returned is this process's part of
+    the global loss times ``world_size``: DDP averages the processes' gradients, and the average of these
+    parts' gradients is the gradient of the global loss. (An average of per-process losses would not be:
+    each process would weigh its own few tokens of a task like another's many.)
     """
-    stats = per_example.new_zeros(2, len(S.TASKS))                    # (token count, CE sum) per task
+    stats = ce_sum.new_zeros(2, len(S.TASKS))                                    # (token count, CE sum) per task
     stats[0].index_add_(0, task_ids, n_tokens.to(stats.dtype))
-    stats[1].index_add_(0, task_ids, (per_example * n_tokens).detach())
+    stats[1].index_add_(0, task_ids, ce_sum.detach())
     if all_reduce is not None:
         all_reduce(stats)
     count, ce = stats
-    lam = per_example.new_tensor([weights[t] for t in S.TASKS]) * (count > 0)   # tasks present in the batch
-    token_weight = lam / lam.sum().clamp(min=1e-12) / count.clamp(min=1)        # (T,)
-    loss = (per_example * n_tokens * token_weight[task_ids]).sum()
+    lam = ce_sum.new_tensor([weights[t] for t in S.TASKS]) * (count > 0)        # tasks present in the batch
+    token_weight = lam / lam.sum().clamp(min=1e-12) / count.clamp(min=1)        # (T,) w_t
+    loss = (ce_sum * token_weight[task_ids]).sum() * world_size
     return loss, {t: (ce[k] / count[k]).item() for k, t in enumerate(S.TASKS) if count[k] > 0}
 
 

@@ -323,19 +323,20 @@ def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
 
 # ============================================================================= evaluation
 def example_losses(net, items: list[dict], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example mean token CE, target token counts and task ids of encoded examples.
+    """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs of
+    rmpl.multitask_loss.
 
     Text-only examples and examples with an image go through the network as two sub-batches: in one
-    mixed batch every text example would carry the image's masked patch slots (64 at the default size)
-    through every encoder layer. The losses are the same; the compute is not.
+    mixed batch every text example would carry the image's masked patch slots through every encoder
+    layer. The losses are the same; the compute is not.
     """
     pad_id = getattr(net, "module", net).cfg.pad_id  # a DDP wrapper keeps the network in .module
     out = []
     for group in ([e for e in items if not e["has_image"]], [e for e in items if e["has_image"]]):
         if group:
             batch = {k: v.to(device) for k, v in tensors.collate(group, pad_id).items()}
-            _, per_example = net(batch, reduction="none")
-            out.append((per_example.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
+            _, ce_sum = net(batch, reduction="sum")
+            out.append((ce_sum.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
     return tuple(torch.cat(parts) for parts in zip(*out))
 
 
@@ -348,8 +349,8 @@ def dev_loss(net, dev: dict, cfg: TrainConfig, device, batch_size: int) -> dict[
     for task, encoded in dev.items():
         total = n = 0
         for i in range(0, min(len(encoded), cfg.eval_batches * batch_size), batch_size):
-            per_example, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
-            total, n = total + (per_example * tokens).sum().item(), n + tokens.sum().item()
+            ce_sum, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
+            total, n = total + ce_sum.sum().item(), n + tokens.sum().item()
         out[task] = total / max(n, 1)
     net.train()
     return out
@@ -455,14 +456,15 @@ def train_step(model, sampler, opt, params, cfg: TrainConfig, env: Dist, step: i
     for micro in range(cfg.grad_accum):
         # under DDP, gradients are all-reduced once per step: at the last micro-batch's backward
         with model.no_sync() if env.ddp and micro + 1 < cfg.grad_accum else nullcontext():
-            with autocast:  # under DDP: this rank's share of the global batch's loss (rmpl.multitask_loss)
+            with autocast:  # under DDP: world x this rank's part of the global batch's loss
                 part, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), env.device),
-                                                  all_reduce=dist.all_reduce if env.ddp else None)
-            # DDP averages gradients over ranks, hence * world; / grad_accum: the mean over micro-batches
-            (part * env.world / cfg.grad_accum).backward()
+                                                  all_reduce=dist.all_reduce if env.ddp else None,
+                                                  world_size=env.world)
+            (part / cfg.grad_accum).backward()  # the step's gradient: the mean over its micro-batches
         loss = loss + part.detach() / cfg.grad_accum
-    if env.ddp:  # log the global loss: the sum of the ranks' shares
+    if env.ddp:  # log the global loss: the ranks' parts add up to it (each part here is world x its part)
         dist.all_reduce(loss)
+        loss = loss / env.world
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     if not torch.isfinite(loss.detach() + norm):  # checked before the update, so the weights stay finite
         sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm {norm.item()}; "

@@ -17,16 +17,16 @@ TE, IE = S.TASKS.index("text_event"), S.TASKS.index("image_event")
     ({**rmpl.TASK_WEIGHTS, "image_event": 0.0}, 2.5),            # a zero weight removes the task
 ])
 def test_multitask_loss_known_answer(weights, expected):
-    per_example, n_tokens = torch.tensor([1.0, 3.0, 2.0]), torch.tensor([1, 3, 2])
+    ce_sum, n_tokens = torch.tensor([1.0, 9.0, 4.0]), torch.tensor([1, 3, 2])  # mean CE 1, 3, 2 per token
     task_ids = torch.tensor([TE, TE, IE])
-    loss, parts = rmpl.multitask_loss(per_example, n_tokens, task_ids, **({"weights": weights} if weights else {}))
+    loss, parts = rmpl.multitask_loss(ce_sum, n_tokens, task_ids, **({"weights": weights} if weights else {}))
     assert loss.item() == pytest.approx(expected)
     assert parts == {"text_event": pytest.approx(2.5), "image_event": pytest.approx(2.0)}
 
 
 def test_task_length_does_not_set_its_weight():
     """One long-target task and one short one count equally: L_t is a mean over the task's own tokens."""
-    loss, _ = rmpl.multitask_loss(torch.tensor([1.0, 3.0]), torch.tensor([100, 1]), torch.tensor([TE, IE]))
+    loss, _ = rmpl.multitask_loss(torch.tensor([100.0, 3.0]), torch.tensor([100, 1]), torch.tensor([TE, IE]))
     assert loss.item() == pytest.approx(2.0)
 
 

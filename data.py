@@ -64,7 +64,7 @@ def _box(coords, size: tuple[int, int] | None = None) -> Box:
 
 
 def _position(target: Span | Box) -> tuple:
-    return tuple(vars(target).values())  # (start, end) or (x1, y1, x2, y2); dataclasses.astuple is 5x slower
+    return tuple(vars(target).values())  # (start, end) or (x1, y1, x2, y2); astuple deep-copies, slowly
 
 
 def _sort_args(args, roles: tuple[str, ...]) -> tuple[Argument, ...]:
@@ -172,8 +172,8 @@ def _parse_all(path: Path, items, parse, skip_bad: bool, dropped: Counter | None
 def gc_paused(reader):
     """Run ``reader`` with Python's cyclic garbage collector paused. Building records from a large parsed JSON
     file allocates containers by the hundred thousand, and each allocation burst makes the collector re-scan
-    the whole (growing) heap: read_m2e2 on the real files took 0.39 s with it and 0.24 s without. Records hold
-    no reference cycles, so nothing is left for it to collect; it is re-enabled (if it was on) on return."""
+    the whole (growing) heap (benchmarks/README.md has the timing). Records hold no reference cycles, so
+    nothing is left for it to collect; it is re-enabled (if it was on) on return."""
     @functools.wraps(reader)
     def paused(*args, **kwargs):
         was_on = gc.isenabled()
@@ -443,7 +443,8 @@ class Sources:
 
 
 def read_sources(root) -> Sources:
-    """Read every source of the --data DIR layout (docs: notes/layout.md); DataError if there is none at all."""
+    """Read every source of the --data DIR layout (README, "Running on the real datasets"); DataError if
+    there is none at all."""
     root = Path(root)
 
     def files(source: str, ext: str) -> dict[str, Path]:

@@ -12,7 +12,7 @@ S2 = --stage2-steps, batch 32, train.py's stage presets otherwise):
     no_relation   stage 1 without the relation source (text_event, image_event), S1 steps -> stage 2, S2 steps
     rmpl          stage 1 (S1 steps) -> stage 2 (S2 steps, full fine-tuning: train.py's default)
     rmpl_lora     the same stage-1 run as rmpl -> stage 2 with LoRA r=16 (lr --lora-lr), S2 steps
-    keyword       toy.py's keyword baseline (deterministic: one run, no seed)
+    keyword       toy_tools.py's keyword baseline (deterministic: one run, no seed)
 
 Every run is scored with ``evaluate.py --json`` on the dev AND the test split (strict protocol, six cells).
 Choices must come from dev; the README reports test. Training and scoring run as subprocesses, one at a time
@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import rmpl  # noqa: E402  (the stage task lists, so the rows follow the product's definition)
-from train import ensure_data  # noqa: E402  (the default toy world is generated on first use)
+from toy import ensure_data  # noqa: E402  (the default toy world is generated on first use)
 from evaluate import CELLS  # noqa: E402
 
 STAGE1, STAGE2 = rmpl.STAGE_TASKS[1], rmpl.STAGE_TASKS[2]
@@ -84,7 +84,8 @@ def run_row(args, row: str, seed: int, work: Path, log: Path) -> dict:
         for split in ("dev", "test"):
             pred = work / row / f"keyword_{split}.jsonl"
             pred.parent.mkdir(parents=True, exist_ok=True)
-            sh([sys.executable, "toy.py", "--baseline", args.data, "--split", split, "--pred", str(pred)], log)
+            baseline = ["toy_tools.py", "baseline", args.data, "--split", split, "--pred", str(pred)]
+            sh([sys.executable, *baseline], log)
             res = json.loads(sh([sys.executable, "evaluate.py", "--gold", f"{args.data}/m2e2/{split}", "--pred",
                                  str(pred), "--json"], log).strip().splitlines()[-1])
             out[split] = {c: res[c]["f1"] for c in CELLS}

@@ -48,6 +48,7 @@ import evaluate  # noqa: E402
 import model as M  # noqa: E402
 import rmpl  # noqa: E402
 import schema as S  # noqa: E402
+import toy  # noqa: E402
 import train  # noqa: E402
 from torch.utils.flop_counter import (FlopCounterMode, register_flop_formula, sdpa_backward_flop_count,  # noqa: E402
                                       sdpa_flop_count)
@@ -244,7 +245,8 @@ def main(argv=None) -> dict:
     p.add_argument("--only", default="train,decode,scorer,memory")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of 10 training steps")
     args = p.parse_args(argv)
-    args.data, args.checkpoint = str(train.ensure_data(args.data).resolve()), str(Path(args.checkpoint).resolve())
+    args.data = str(toy.ensure_data(args.data).resolve())
+    args.checkpoint = str(Path(args.checkpoint).resolve())
     parts, res = args.only.split(","), {"torch": torch.__version__, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in [("memory", lambda: bench_memory(args, Path(tmp) / "mem")),

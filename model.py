@@ -1,27 +1,28 @@
 """The model: a small vision-language encoder-decoder, LoRA written by hand, and checkpoints.
 
-    images (B, 3, S, S) -> ViT -> patch tokens (B, N, d) --+
-                                                            +-> encoder -> memory (B, T + N, d)
-    input_ids (B, T)    -> token embedding (B, T, d) ------+                    |
-    [bos] + target[:-1] -> decoder (causal self-attention, cross-attention) ---+-> logits (B, L, vocab)
+  images (B, 3, S, S) -> ViT -> patch tokens (B, N, d) --+
+                                                          +-> encoder -> memory (B, T + N, d)
+  input_ids (B, T)    -> token embedding (B, T, d) ------+                  |
+  [bos] + target[:-1] -> decoder (causal self-attention, cross-attention) --+-> logits (B, L, vocab)
 
-* The encoder reads one sequence: the prompt's text tokens first, then the image's patch tokens, each
-  tagged by a modality embedding. Examples without an image (``has_image`` False) keep their patch slots,
-  masked out like padding, so one batch mixes text-only and image examples; a batch with no image at all
-  skips the vision tower and has memory (B, T, d).
+* The encoder reads one sequence: the prompt's text tokens first, then the image's patch tokens,
+  each tagged by a modality embedding. Examples without an image (``has_image`` False) keep their
+  patch slots, masked out like padding, so one batch mixes text-only and image examples; a batch
+  with no image at all skips the vision tower and has memory (B, T, d).
 * Every output is a vocabulary id (words, schema tokens, box coordinates ``<loc_k>`` alike), so one
   embedding matrix, tied to the output head, serves all tasks and ``schema.parse`` reads what
   ``generate`` writes.
-* Attention is ``F.scaled_dot_product_attention`` with boolean masks (True = may attend). No query row is
-  ever fully masked: ``encode`` refuses an example with neither prompt tokens nor an image, and a decoder
-  position always sees itself.
-* LoRA (``LoRALinear``, ``add_lora`` ...) uses the names of PEFT and loralib; it never merges as a side
-  effect of ``eval()``: call ``merge_lora`` / ``unmerge_lora``.
-* Checkpoints are safetensors files that carry their ``ModelConfig`` (and ``schema.SCHEMA_VERSION``) as
-  JSON metadata, so ``load_model(path)`` rebuilds the model from its own file. Writes are atomic.
+* Attention is ``F.scaled_dot_product_attention`` with boolean masks (True = may attend). No query
+  row is ever fully masked: ``encode`` refuses an example with neither prompt tokens nor an image,
+  and a decoder position always sees itself.
+* LoRA (``LoRALinear``, ``add_lora`` ...) uses the names of PEFT and loralib; it never merges as a
+  side effect of ``eval()``: call ``merge_lora`` / ``unmerge_lora``.
+* Checkpoints are safetensors files that carry their ``ModelConfig`` (and ``schema.SCHEMA_VERSION``)
+  as JSON metadata, so ``load_model(path)`` rebuilds the model from its own file. Writes are atomic.
 
-What this file does not do: tokenisation and image loading (data.py), prompts, task mixing and loss
-weights (rmpl.py), optimisers and training loops (train.py), reading records out of ids (schema.parse).
+What this file does not do: tokenisation and image loading (data.py), prompts, task mixing and
+loss weights (rmpl.py), optimisers and training loops (train.py), reading records out of ids
+(schema.parse).
 """
 from __future__ import annotations
 
@@ -44,21 +45,22 @@ import schema
 
 @dataclass
 class ModelConfig:
-    """Every field fixes a tensor shape or the meaning of an id; all of them are saved with each checkpoint."""
-    vocab_size: int                # from the tokenizer (sentencepiece pieces + schema.SPECIAL_TOKENS)
-    pad_id: int = 0                # pad/bos/eos must match the tokenizer (data.py)
+    """Every field fixes a tensor shape or the meaning of an id;
+    all of them are saved with each checkpoint."""
+    vocab_size: int           # from the tokenizer (sentencepiece pieces + schema.SPECIAL_TOKENS)
+    pad_id: int = 0           # pad/bos/eos must match the tokenizer (data.py)
     bos_id: int = 1
     eos_id: int = 2
-    d_model: int = 256             # encoder and decoder width
+    d_model: int = 256        # encoder and decoder width
     n_heads: int = 4
     enc_layers: int = 3
     dec_layers: int = 3
-    mlp_ratio: int = 4             # MLP hidden width = mlp_ratio * width
-    dropout: float = 0.0           # off: at the toy budgets it slowed learning more than it regularised
-    max_text_len: int = 128        # prompt positions (learned)
-    max_target_len: int = 64       # decoder positions, bos included: at most this many generated tokens
-    image_size: int = 64           # S: data.py letterboxes every image onto an S x S canvas
-    patch_size: int = 8            # (S / P)^2 patch tokens per image
+    mlp_ratio: int = 4        # MLP hidden width = mlp_ratio * width
+    dropout: float = 0.0      # off: at the toy budgets it slowed learning more than it regularised
+    max_text_len: int = 128   # prompt positions (learned)
+    max_target_len: int = 64  # decoder positions, bos included: at most this many generated tokens
+    image_size: int = 64      # S: data.py letterboxes every image onto an S x S canvas
+    patch_size: int = 8       # (S / P)^2 patch tokens per image
     vision_width: int = 192
     vision_heads: int = 3
     vision_layers: int = 2
@@ -70,13 +72,16 @@ class ModelConfig:
             if a % b:
                 raise ValueError(f"ModelConfig: {what}={a} is not divisible by {b}")
         if self.patch_size < 2 or self.patch_size & (self.patch_size - 1):
-            raise ValueError(f"ModelConfig: patch_size={self.patch_size} must be a power of two (the conv stem halves it)")
+            raise ValueError(f"ModelConfig: patch_size={self.patch_size} must be a power of two "
+                             f"(the conv stem halves it)")
 
 
 # Named sizes for train.py --model-size (fields of ModelConfig that differ from its defaults).
 MODEL_SIZES = {
-    "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4, vision_layers=2),
-    "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4, vision_layers=2),
+    "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2,
+                 vision_width=128, vision_heads=4, vision_layers=2),
+    "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2,
+                  vision_width=128, vision_heads=4, vision_layers=2),
     "base": dict(),
 }
 
@@ -84,16 +89,18 @@ MODEL_SIZES = {
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: CUDA, then Apple's MPS, then the CPU; any other name is taken as given."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        name = ("cuda" if torch.cuda.is_available()
+                else "mps" if torch.backends.mps.is_available()
+                else "cpu")
     return torch.device(name)
 
 
 # ============================================================================= network
 class Attention(nn.Module):
-    """Multi-head attention: self-attention when ``context`` is None, else cross-attention to ``context``.
+    """Multi-head attention: self-attention when ``context`` is None, else cross-attention to it.
 
-    ``cache`` (a dict, decoding only) keeps keys/values between calls: self-attention appends the new
-    steps' keys/values, cross-attention computes the memory's once and reuses them.
+    ``cache`` (a dict, decoding only) keeps keys/values between calls: self-attention appends the
+    new steps' keys/values, cross-attention computes the memory's once and reuses them.
     """
 
     def __init__(self, dim: int, n_heads: int, dropout: float):
@@ -108,34 +115,40 @@ class Attention(nn.Module):
     def forward(self, x, context=None, mask=None, causal=False, cache=None):
         q = self.heads(self.q(x))                                         # (B, H, T, D)
         if cache is not None and context is not None and "k" in cache:
-            k, v = cache["k"], cache["v"]                                 # memory keys/values: computed once
+            k, v = cache["k"], cache["v"]  # memory keys/values: computed once
         else:
             src = x if context is None else context
             k, v = self.heads(self.k(src)), self.heads(self.v(src))       # (B, H, S, D)
-            if cache is not None and "k" in cache:                        # self-attention: append the new steps
+            if cache is not None and "k" in cache:  # self-attention: append the new steps
                 k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
             if cache is not None:
                 cache["k"], cache["v"] = k, v
         T, S = q.size(2), k.size(2)
         if causal and T > 1:  # query t is absolute position S - T + t and sees keys up to there
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.o(y.transpose(1, 2).reshape(x.shape))                # (B, T, C)
 
 
 class MLP(nn.Module):
     def __init__(self, dim: int, ratio: int, dropout: float):
         super().__init__()
-        self.fc1, self.fc2, self.drop = nn.Linear(dim, ratio * dim), nn.Linear(ratio * dim, dim), nn.Dropout(dropout)
+        self.fc1, self.fc2, self.drop = (nn.Linear(dim, ratio * dim), nn.Linear(ratio * dim, dim),
+                                         nn.Dropout(dropout))
 
     def forward(self, x):
         return self.drop(self.fc2(F.gelu(self.fc1(x))))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block. A decoder block (``decoder=True``) is causal and cross-attends to memory."""
+    """Pre-norm transformer block.
 
-    def __init__(self, dim: int, n_heads: int, mlp_ratio: int, dropout: float, decoder: bool = False):
+    A decoder block (``decoder=True``) is causal and cross-attends to memory.
+    """
+
+    def __init__(self, dim: int, n_heads: int, mlp_ratio: int, dropout: float,
+                 decoder: bool = False):
         super().__init__()
         self.decoder = decoder
         self.ln1, self.attn = nn.LayerNorm(dim), Attention(dim, n_heads, dropout)
@@ -145,37 +158,46 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, mask=None, memory=None, memory_mask=None, cache=None):
-        """``mask``/``memory_mask``: (B, 1, 1, S) key masks; ``cache``: this layer's dict (decoder only)."""
+        """``mask``/``memory_mask``: (B, 1, 1, S) key masks;
+        ``cache``: this layer's dict (decoder only)."""
         self_cache = cross_cache = None
         if cache is not None:
             self_cache, cross_cache = cache.setdefault("self", {}), cache.setdefault("cross", {})
         x = x + self.drop(self.attn(self.ln1(x), mask=mask, causal=self.decoder, cache=self_cache))
         if self.decoder:
-            x = x + self.drop(self.cross_attn(self.ln_cross(x), context=memory, mask=memory_mask, cache=cross_cache))
+            x = x + self.drop(self.cross_attn(self.ln_cross(x), context=memory, mask=memory_mask,
+                                              cache=cross_cache))
         return x + self.mlp(self.ln2(x))
 
 
 class VisionTower(nn.Module):
-    """A ViT with a convolutional stem: P x P patches -> embedding + learned positions -> pre-norm blocks -> d_model.
+    """A ViT with a convolutional stem:
+    P x P patches -> embedding + learned positions -> pre-norm blocks -> d_model.
 
-    The patch embedding is a stack of stride-2 3x3 convolutions (log2 P of them) instead of one P x P linear
-    map: early convolutions make a ViT trainable from scratch on little data (Xiao et al., 2021, "Early
-    convolutions help transformers see better"); the README has the toy world's measurement.
+    The patch embedding is a stack of stride-2 3x3 convolutions (log2 P of them) instead of one
+    P x P linear map: early convolutions make a ViT trainable from scratch on little data
+    (Xiao et al., 2021, "Early convolutions help transformers see better"); the README has the toy
+    world's measurement.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
-        n_convs = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (checked in ModelConfig)
-        widths = [3] + [cfg.vision_width // 2 ** (n_convs - i) for i in range(1, n_convs)] + [cfg.vision_width]
+        # patch_size is a power of two (checked in ModelConfig)
+        n_convs = cfg.patch_size.bit_length() - 1
+        widths = ([3] + [cfg.vision_width // 2 ** (n_convs - i) for i in range(1, n_convs)]
+                  + [cfg.vision_width])
         layers = []
         for i, (a, b) in enumerate(zip(widths, widths[1:])):
-            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1)] + ([nn.GELU()] if i < n_convs - 1 else [])
+            layers += ([nn.Conv2d(a, b, 3, stride=2, padding=1)]
+                       + ([nn.GELU()] if i < n_convs - 1 else []))
         self.patch = nn.Sequential(*layers)       # (B, 3, S, S) -> (B, W, S/P, S/P)
         self.pos = nn.Parameter(torch.randn(1, n_patches, cfg.vision_width) * 0.02)
-        self.blocks = nn.ModuleList(Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
-                                    for _ in range(cfg.vision_layers))
-        self.ln, self.proj = nn.LayerNorm(cfg.vision_width), nn.Linear(cfg.vision_width, cfg.d_model)
+        self.blocks = nn.ModuleList(
+            Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
+            for _ in range(cfg.vision_layers))
+        self.ln, self.proj = (nn.LayerNorm(cfg.vision_width),
+                              nn.Linear(cfg.vision_width, cfg.d_model))
 
     def forward(self, images):
         x = self.patch(images)                     # (B, W, S/P, S/P)
@@ -188,24 +210,28 @@ class VisionTower(nn.Module):
 class Seq2Seq(nn.Module):
     """The RMPL-mini network. A batch is the dict data.py's collate makes:
 
-    ``input_ids`` (B, T) long, pad_id-padded; ``images`` (B, 3, S, S) float, normalised, zeros where there is
-    no image; ``has_image`` (B,) bool; ``target_ids`` (B, L) long: the target WITHOUT bos, ending in eos,
-    pad_id-padded. Other keys are ignored.
+    ``input_ids`` (B, T) long, pad_id-padded; ``images`` (B, 3, S, S) float, normalised, zeros where
+    there is no image; ``has_image`` (B,) bool; ``target_ids`` (B, L) long: the target WITHOUT bos,
+    ending in eos, pad_id-padded. Other keys are ignored.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg, d = cfg, cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
-        self.text_pos, self.target_pos = nn.Embedding(cfg.max_text_len, d), nn.Embedding(cfg.max_target_len, d)
+        self.text_pos, self.target_pos = (nn.Embedding(cfg.max_text_len, d),
+                                          nn.Embedding(cfg.max_target_len, d))
         self.modality = nn.Embedding(2, d)  # row 0: text token, row 1: image patch
         self.vision = VisionTower(cfg)
-        self.encoder = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.enc_layers))
+        self.encoder = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio, cfg.dropout)
+                                     for _ in range(cfg.enc_layers))
         self.decoder = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, decoder=True)
                                      for _ in range(cfg.dec_layers))
-        self.ln_enc, self.ln_dec, self.drop = nn.LayerNorm(d), nn.LayerNorm(d), nn.Dropout(cfg.dropout)
+        self.ln_enc, self.ln_dec, self.drop = (nn.LayerNorm(d), nn.LayerNorm(d),
+                                               nn.Dropout(cfg.dropout))
         self.head = nn.Linear(d, cfg.vocab_size, bias=False)
-        self.head.weight = self.tok_emb.weight  # tied: reading and writing an id use the same vector
+        # tied: reading and writing an id use the same vector
+        self.head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
 
     @staticmethod
@@ -216,20 +242,28 @@ class Seq2Seq(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> memory (B, S, d) and memory_mask (B, S) bool, True at real tokens; S = T + N, or T with no image."""
+        """-> memory (B, S, d) and memory_mask (B, S) bool, True at real tokens.
+
+        S = T + N, or T with no image.
+        """
         cfg, ids, has_image = self.cfg, batch["input_ids"], batch["has_image"]
         B, T = ids.shape
         if T > cfg.max_text_len:
-            raise ValueError(f"input_ids has {T} positions, more than max_text_len={cfg.max_text_len}")
-        x = self.tok_emb(ids) + self.text_pos(torch.arange(T, device=ids.device)) + self.modality.weight[0]
+            raise ValueError(f"input_ids has {T} positions, "
+                             f"more than max_text_len={cfg.max_text_len}")
+        x = (self.tok_emb(ids) + self.text_pos(torch.arange(T, device=ids.device))
+             + self.modality.weight[0])
         mask = ids != cfg.pad_id                                               # (B, T)
         if has_image.any():
             images, S = batch["images"], cfg.image_size
             if tuple(images.shape[1:]) != (3, S, S):
-                raise ValueError(f"images have shape {tuple(images.shape)}, expected (B, 3, {S}, {S})")
-            feats = self.vision(images[has_image])                             # (B_img, N, d): real images only
+                raise ValueError(f"images have shape {tuple(images.shape)}, "
+                                 f"expected (B, 3, {S}, {S})")
+            # (B_img, N, d): real images only
+            feats = self.vision(images[has_image])
             patches = feats.new_zeros(B, *feats.shape[1:])
-            patches[has_image] = feats                                         # (B, N, d), zeros without image
+            # (B, N, d), zeros without image
+            patches[has_image] = feats
             x = torch.cat([x, (patches + self.modality.weight[1]).to(x.dtype)], 1)  # (B, T + N, d)
             mask = torch.cat([mask, has_image[:, None].expand(B, feats.size(1))], 1)
         empty = (~mask.any(1)).nonzero().flatten().tolist()
@@ -237,24 +271,28 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"batch examples {empty} have no prompt tokens and no image")
         x = self.drop(x)
         for block in self.encoder:
-            x = block(x, mask=mask[:, None, None, :])                          # key mask (B, 1, 1, S)
+            # key mask (B, 1, 1, S)
+            x = block(x, mask=mask[:, None, None, :])
         return self.ln_enc(x), mask
 
-    def decode(self, target_in, memory, memory_mask, cache: Optional[list[dict]] = None) -> torch.Tensor:
+    def decode(self, target_in, memory, memory_mask,
+               cache: Optional[list[dict]] = None) -> torch.Tensor:
         """Decoder input ids (B, L) -> logits (B, L, vocab).
 
-        ``cache``: one dict per decoder layer (start with ``[{} for _ in model.decoder]``); when given,
-        ``target_in`` holds only the new steps and positions continue after the cached ones.
+        ``cache``: one dict per decoder layer (start with ``[{} for _ in model.decoder]``); when
+        given, ``target_in`` holds only the new steps and positions continue after the cached ones.
         """
         B, L = target_in.shape
         past = cache[0]["self"]["k"].size(2) if cache and "self" in cache[0] else 0
         if past + L > self.cfg.max_target_len:
             raise ValueError(f"decoder input reaches {past + L} positions, "
                              f"more than max_target_len={self.cfg.max_target_len}")
-        x = self.drop(self.tok_emb(target_in) + self.target_pos(torch.arange(past, past + L, device=target_in.device)))
+        x = self.drop(self.tok_emb(target_in)
+                      + self.target_pos(torch.arange(past, past + L, device=target_in.device)))
         key_mask = memory_mask[:, None, None, :]                               # (B, 1, 1, S)
         for i, block in enumerate(self.decoder):
-            x = block(x, memory=memory, memory_mask=key_mask, cache=None if cache is None else cache[i])
+            x = block(x, memory=memory, memory_mask=key_mask,
+                      cache=None if cache is None else cache[i])
         return self.head(self.ln_dec(x))
 
     def forward(self, batch, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,9 +302,11 @@ class Seq2Seq(nn.Module):
         reduction="sum": (B,) each example's cross-entropy summed over its target tokens, for
         rmpl.multitask_loss to weigh per task.
         """
-        target = batch["target_ids"]                                           # (B, L): ... eos pad pad
+        # (B, L): ... eos pad pad
+        target = batch["target_ids"]
         B, L = target.shape
-        target_in = torch.cat([target.new_full((B, 1), self.cfg.bos_id), target[:, :-1]], 1)  # (B, L)
+        # (B, L)
+        target_in = torch.cat([target.new_full((B, 1), self.cfg.bos_id), target[:, :-1]], 1)
         logits = self.decode(target_in, *self.encode(batch))
         ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=self.cfg.pad_id,
                              reduction="none").view(B, L)                      # 0 at pad positions
@@ -279,26 +319,29 @@ class Seq2Seq(nn.Module):
     @torch.no_grad()
     def generate(self, batch, max_new_tokens: int, allowed: Optional[torch.Tensor] = None,
                  use_cache: bool = True) -> list[list[int]]:
-        """Greedy decoding of the whole batch; each sequence stops at its eos. Call ``model.eval()`` first.
+        """Greedy decoding of the whole batch; each sequence stops at its eos.
 
-        Returns one list of ids per example, without bos and eos. At most ``max_target_len`` tokens are
-        generated (the decoder has no positions beyond). ``allowed`` (B, vocab) bool, if given, masks out the
-        ids an example may never write (constrained decoding: rmpl.py allows the schema's tokens, eos and the
-        ids of the example's own prompt, so words are copied, never invented); each row must allow eos.
-        ``use_cache=False`` re-runs the decoder over the whole prefix at every step: same tokens, slower
-        (for tests and benchmarks).
+        Call ``model.eval()`` first. Returns one list of ids per example, without bos and eos. At
+        most ``max_target_len`` tokens are generated (the decoder has no positions beyond).
+        ``allowed`` (B, vocab) bool, if given, masks out the ids an example may never write
+        (constrained decoding: rmpl.py allows the schema's tokens, eos and the ids of the example's
+        own prompt, so words are copied, never invented); each row must allow eos.
+        ``use_cache=False`` re-runs the decoder over the whole prefix at every step: same tokens,
+        slower (for tests and benchmarks).
         """
         cfg = self.cfg
         memory, memory_mask = self.encode(batch)
         B = memory.size(0)
-        out = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=memory.device)  # (B, 1 + steps)
+        # (B, 1 + steps)
+        out = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=memory.device)
         done = torch.zeros(B, dtype=torch.bool, device=memory.device)
         cache = [{} for _ in self.decoder] if use_cache else None
         for _ in range(min(max_new_tokens, cfg.max_target_len)):
-            logits = self.decode(out[:, -1:] if use_cache else out, memory, memory_mask, cache)[:, -1]  # (B, V)
+            logits = self.decode(out[:, -1:] if use_cache else out,
+                                 memory, memory_mask, cache)[:, -1]            # (B, V)
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
-            token = torch.where(done, cfg.pad_id, logits.argmax(-1))           # finished rows emit pad
+            token = torch.where(done, cfg.pad_id, logits.argmax(-1))  # finished rows emit pad
             out = torch.cat([out, token[:, None]], 1)
             done |= token == cfg.eos_id
             if done.all():
@@ -308,14 +351,17 @@ class Seq2Seq(nn.Module):
 
 
 # ============================================================================= LoRA
-DEFAULT_LORA_TARGETS = ("q", "k", "v", "o")  # every attention projection: vision, encoder, decoder self and cross
+# every attention projection: vision, encoder, decoder self and cross
+DEFAULT_LORA_TARGETS = ("q", "k", "v", "o")
 
 
 class LoRALinear(nn.Module):
-    """y = x W^T + b + (dropout(x) A^T B^T) * lora_alpha / r, with W, b frozen in practice and A, B trained.
+    """y = x W^T + b + (dropout(x) A^T B^T) * lora_alpha / r,
+    with W, b frozen in practice and A, B trained.
 
-    The wrapped layer's ``weight`` and ``bias`` become this module's own, so a checkpoint key such as
-    ``...attn.q.weight`` keeps its name and a base checkpoint loads into a model with or without LoRA.
+    The wrapped layer's ``weight`` and ``bias`` become this module's own, so a checkpoint key
+    such as ``...attn.q.weight`` keeps its name and a base checkpoint loads into a model with
+    or without LoRA.
     """
 
     def __init__(self, base: nn.Linear, r: int, lora_alpha: float, lora_dropout: float):
@@ -325,8 +371,9 @@ class LoRALinear(nn.Module):
         self.weight, self.bias = base.weight, base.bias
         self.r, self.lora_alpha, self.scaling = r, lora_alpha, lora_alpha / r
         self.lora_A = nn.Parameter(base.weight.new_empty(r, base.in_features))   # (r, in)
-        self.lora_B = nn.Parameter(base.weight.new_zeros(base.out_features, r))  # (out, r): a fresh adapter is a no-op
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))                   # nn.Linear's own init
+        # (out, r): a fresh adapter is a no-op
+        self.lora_B = nn.Parameter(base.weight.new_zeros(base.out_features, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's own init
         self.lora_dropout = nn.Dropout(lora_dropout)
         self.merged = False
 
@@ -357,8 +404,8 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
 
 def add_lora(model: nn.Module, targets=DEFAULT_LORA_TARGETS, r: int = 8, lora_alpha: float = 16,
              lora_dropout: float = 0.05) -> nn.Module:
-    """Wrap every nn.Linear whose module name ends with one of ``targets`` ('q' matches '...attn.q'; a full
-    name matches itself) in a LoRALinear, in place. Returns the model."""
+    """Wrap every nn.Linear whose module name ends with one of ``targets`` ('q' matches
+    '...attn.q'; a full name matches itself) in a LoRALinear, in place. Returns the model."""
     if lora_layers(model):
         raise ValueError("add_lora: the model already has LoRA layers")
     found = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)
@@ -373,15 +420,17 @@ def add_lora(model: nn.Module, targets=DEFAULT_LORA_TARGETS, r: int = 8, lora_al
 
 
 def remove_lora(model: nn.Module, merge: bool = False) -> nn.Module:
-    """Undo add_lora: every LoRALinear becomes an nn.Linear holding its base weight and bias again, or,
-    with ``merge=True``, the weight with the LoRA update baked in (an adapted model made plain)."""
+    """Undo add_lora: every LoRALinear becomes an nn.Linear holding its base weight and bias
+    again, or, with ``merge=True``, the weight with the LoRA update baked in (an adapted model
+    made plain)."""
     for name, m in lora_layers(model).items():
         if merge:
             m.merge()
         else:
             m.unmerge()
         parent, _, child = name.rpartition(".")
-        plain = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias=m.bias is not None, device="meta")
+        plain = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias=m.bias is not None,
+                          device="meta")
         plain.weight, plain.bias = m.weight, m.bias
         setattr(model.get_submodule(parent), child, plain)
     return model
@@ -407,10 +456,13 @@ def unmerge_lora(model: nn.Module) -> None:
 
 
 def trainable_parameters(model: nn.Module) -> str:
-    """The PEFT line: 'trainable params: 1,234 || all params: 5,678 || trainable%: 21.7300' (tied weights once)."""
+    """The PEFT line: 'trainable params: 1,234 || all params: 5,678 || trainable%: 21.7300'
+    (tied weights once)."""
     params = list(model.parameters())  # parameters() yields a shared (tied) tensor once
-    trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
+    trainable, total = (sum(p.numel() for p in params if p.requires_grad),
+                        sum(p.numel() for p in params))
+    return (f"trainable params: {trainable:,} || all params: {total:,} || "
+            f"trainable%: {100 * trainable / total:.4f}")
 
 
 def print_trainable_parameters(model: nn.Module) -> None:
@@ -419,12 +471,14 @@ def print_trainable_parameters(model: nn.Module) -> None:
 
 # ============================================================================= checkpoints
 class CheckpointError(ValueError):
-    """A checkpoint or adapter file that does not fit: wrong kind, missing/unexpected keys, other base."""
+    """A checkpoint or adapter file that does not fit:
+    wrong kind, missing/unexpected keys, other base."""
 
 
 def write_atomic(path, data: bytes) -> None:
-    """Write a temp file in the same directory, fsync, rename, fsync the directory: a crash (or a power cut) leaves
-    the old file or the new one, never a torn one. A killed writer may leave a ``.tmp-*`` file behind."""
+    """Write a temp file in the same directory, fsync, rename, fsync the directory: a crash (or a
+    power cut) leaves the old file or the new one, never a torn one. A killed writer may leave a
+    ``.tmp-*`` file behind."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
@@ -452,15 +506,18 @@ def _read_metadata(path, kind: str) -> dict[str, str]:
     with safe_open(os.fspath(path), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != kind:
-        raise CheckpointError(f"{path}: not an {kind} file (metadata format={meta.get('format')!r})")
+        raise CheckpointError(f"{path}: not an {kind} file "
+                              f"(metadata format={meta.get('format')!r})")
     if meta.get("schema_version") != schema.SCHEMA_VERSION:
-        raise CheckpointError(f"{path}: written for schema version {meta.get('schema_version')!r}, this code has "
+        raise CheckpointError(f"{path}: written for schema version "
+                              f"{meta.get('schema_version')!r}, this code has "
                               f"{schema.SCHEMA_VERSION!r} (the token ids would mean other things)")
     return meta
 
 
 def _base_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The base weights, contiguous: no LoRA tensors, no tied head (safetensors refuses shared memory)."""
+    """The base weights, contiguous: no LoRA tensors, no tied head
+    (safetensors refuses shared memory)."""
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()
             if "lora_" not in k and k != "head.weight"}
 
@@ -470,11 +527,13 @@ def _check_keys(path, expected: dict[str, torch.Tensor], got: dict[str, torch.Te
     shapes = [f"{k}: file {tuple(got[k].shape)}, model {tuple(expected[k].shape)}"
               for k in sorted(set(got) & set(expected)) if got[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{path}: missing keys {missing}; unexpected keys {unexpected}; wrong shapes {shapes}")
+        raise CheckpointError(f"{path}: missing keys {missing}; unexpected keys {unexpected}; "
+                              f"wrong shapes {shapes}")
 
 
 def weights_hash(model: nn.Module) -> str:
-    """A short sha256 of the base weights (names and bytes): ties an adapter to the base it was trained on."""
+    """A short sha256 of the base weights (names and bytes):
+    ties an adapter to the base it was trained on."""
     h = hashlib.sha256()
     for k, v in sorted(_base_state(model).items()):
         h.update(k.encode())
@@ -483,47 +542,59 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def save_model(model: Seq2Seq, path) -> None:
-    """Save the base weights and the config. LoRA layers must be merged (their update is then in the weights)."""
+    """Save the base weights and the config.
+
+    LoRA layers must be merged (their update is then in the weights).
+    """
     if any(not m.merged for m in lora_layers(model).values()):
-        raise CheckpointError(f"{path}: the model has unmerged LoRA layers; merge_lora(model) bakes them into "
-                              f"the base weights, save_adapter(...) saves them apart")
+        raise CheckpointError(f"{path}: the model has unmerged LoRA layers; "
+                              f"merge_lora(model) bakes them into the base weights, "
+                              f"save_adapter(...) saves them apart")
     meta = {"format": "rmpl-mini/model", "schema_version": schema.SCHEMA_VERSION,
             "config": json.dumps(asdict(model.cfg))}
     write_atomic(path, save({k: v.cpu() for k, v in _base_state(model).items()}, metadata=meta))
 
 
 def load_model(path, device="cpu") -> Seq2Seq:
-    """Rebuild a Seq2Seq from the file's own config and load its weights; refuses missing/unexpected keys."""
+    """Rebuild a Seq2Seq from the file's own config and load its weights;
+    refuses missing/unexpected keys."""
     cfg = ModelConfig(**json.loads(_read_metadata(path, "rmpl-mini/model")["config"]))
     model = Seq2Seq(cfg).to(device)
     state = load_file(os.fspath(path), device=str(device))
     _check_keys(path, _base_state(model), state)
-    model.load_state_dict(state, strict=False)  # strict would ask for head.weight, which is tok_emb.weight
+    # strict would ask for head.weight, which is tok_emb.weight
+    model.load_state_dict(state, strict=False)
     return model
 
 
 def save_adapter(model: nn.Module, path, base_ref: str) -> None:
-    """Save only the LoRA tensors, their config, and the base they belong to (``base_ref`` + weights hash)."""
+    """Save only the LoRA tensors, their config, and the base they belong to
+    (``base_ref`` + weights hash)."""
     layers = lora_layers(model)
     if not layers:
         raise CheckpointError(f"{path}: the model has no LoRA layers to save")
-    if any(m.merged for m in layers.values()):  # merged weights are not the base any more: the hash would lie
+    # merged weights are not the base any more: the hash would lie
+    if any(m.merged for m in layers.values()):
         raise CheckpointError(f"{path}: unmerge_lora(model) before save_adapter")
     first = next(iter(layers.values()))
-    lora_config = {"r": first.r, "lora_alpha": first.lora_alpha, "lora_dropout": first.lora_dropout.p,
+    lora_config = {"r": first.r, "lora_alpha": first.lora_alpha,
+                   "lora_dropout": first.lora_dropout.p,
                    "targets": sorted(layers)}  # full module names: load_adapter wraps exactly these
-    meta = {"format": "rmpl-mini/adapter", "schema_version": schema.SCHEMA_VERSION, "base_ref": base_ref,
-            "base_hash": weights_hash(model), "lora_config": json.dumps(lora_config)}
-    write_atomic(path, save({k: v.cpu().contiguous() for k, v in lora_state_dict(model).items()}, metadata=meta))
+    meta = {"format": "rmpl-mini/adapter", "schema_version": schema.SCHEMA_VERSION,
+            "base_ref": base_ref, "base_hash": weights_hash(model),
+            "lora_config": json.dumps(lora_config)}
+    write_atomic(path, save({k: v.cpu().contiguous() for k, v in lora_state_dict(model).items()},
+                            metadata=meta))
 
 
 def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
-    """Add LoRA layers to a plain model as the file says, and load them. Refuses an adapter trained on
-    other base weights unless ``check_base=False``. Returns the model."""
+    """Add LoRA layers to a plain model as the file says, and load them. Refuses an adapter
+    trained on other base weights unless ``check_base=False``. Returns the model."""
     meta = _read_metadata(path, "rmpl-mini/adapter")
     if check_base and weights_hash(model) != meta["base_hash"]:
-        raise CheckpointError(f"{path}: adapter was trained on base {meta['base_ref']!r} (weights hash "
-                              f"{meta['base_hash']}), this model's weights hash to {weights_hash(model)}; "
+        raise CheckpointError(f"{path}: adapter was trained on base {meta['base_ref']!r} "
+                              f"(weights hash {meta['base_hash']}), "
+                              f"this model's weights hash to {weights_hash(model)}; "
                               f"pass check_base=False to load it anyway")
     c = json.loads(meta["lora_config"])
     add_lora(model, c["targets"], c["r"], c["lora_alpha"], c["lora_dropout"])

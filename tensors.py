@@ -1,7 +1,7 @@
 """Tensors: records become numbers in four steps.
 
-    Tokenizer    schema tokens + words <-> ids (sentencepiece BPE; every schema token is one fixed id)
-    load_image   an image file -> (3, S, S) letterboxed float tensor, in the frame schema's boxes use
+    Tokenizer    schema tokens + words <-> ids (sentencepiece BPE; one fixed id per schema token)
+    load_image   an image file -> (3, S, S) letterboxed float tensor in the frame schema's boxes use
     Example      one item of any task; encode_example + collate -> the batch dict the model reads
     TaskSampler  an endless, seeded, resumable sampler that mixes tasks by given weights
 
@@ -35,21 +35,21 @@ _SPECIAL_OF = {i: tok for tok, i in _SPECIAL_ID.items()}
 class Tokenizer:
     """Sentencepiece BPE over words, with every schema token as one id.
 
-    Ids: 0 <pad>, 1 <unk>, 2 <s> (bos), 3 </s> (eos), then schema.SPECIAL_TOKENS in their order (ids 4 ..
-    4 + len - 1, sentencepiece control symbols: text never encodes to them, encode splices them in by id),
-    then 256 byte pieces <0x00>..<0xFF>, then the learned pieces.
+    Ids: 0 <pad>, 1 <unk>, 2 <s> (bos), 3 </s> (eos), then schema.SPECIAL_TOKENS in their order (ids
+    4 .. 4 + len - 1, sentencepiece control symbols: text never encodes to them, encode splices them
+    in by id), then 256 byte pieces <0x00>..<0xFF>, then the learned pieces.
 
-    BPE rather than unigram: its merges are greedy and deterministic, on a small corpus its pieces are
-    frequent whole words (readable in logs), and it fills vocab_size exactly when the corpus allows
-    (unigram prunes below it). Unigram's advantage, subword sampling, is not used here.
+    BPE rather than unigram: its merges are greedy and deterministic, on a small corpus its pieces
+    are frequent whole words (readable in logs), and it fills vocab_size exactly when the corpus
+    allows (unigram prunes below it). Unigram's advantage, subword sampling, is not used here.
 
     Words are joined by single spaces and each run of words between schema tokens is encoded as one
-    string; decode splits sentencepiece's output on spaces, so word boundaries come back. Normalisation
-    is "identity" (NFKC would rewrite words and break their alignment to word offsets) and
-    byte_fallback=True: a character unseen in training (or rarer than character_coverage) is written as
-    its UTF-8 bytes, so any word round-trips exactly and encode never emits <unk>. A word cannot hold a
-    space or sentencepiece's boundary mark '\u2581' (encode refuses them); a word spelled like a schema
-    token ("<head>") is read as that token.
+    string; decode splits sentencepiece's output on spaces, so word boundaries come back.
+    Normalisation is "identity" (NFKC would rewrite words and break their alignment to word offsets)
+    and byte_fallback=True: a character unseen in training (or rarer than character_coverage) is
+    written as its UTF-8 bytes, so any word round-trips exactly and encode never emits <unk>. A word
+    cannot hold a space or sentencepiece's boundary mark '\u2581' (encode refuses them); a word
+    spelled like a schema token ("<head>") is read as that token.
     """
 
     def __init__(self, model_proto: bytes, source: str = "<memory>"):
@@ -61,32 +61,41 @@ class Tokenizer:
         n = self.sp.get_piece_size()
         # a model trained with another schema version would silently map <loc_3> to another token
         bad = [t for t, i in _SPECIAL_ID.items() if i >= n or self.sp.id_to_piece(i) != t]
-        if bad or (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (0, 1, 2, 3):
-            raise DataError(f"{source}: tokenizer does not match this schema ({len(bad)} special tokens "
-                            f"missing or moved, first {bad[:1]}); retrain it")
+        if bad or (self.sp.pad_id(), self.sp.unk_id(),
+                   self.sp.bos_id(), self.sp.eos_id()) != (0, 1, 2, 3):
+            raise DataError(f"{source}: tokenizer does not match this schema ({len(bad)} special "
+                            f"tokens missing or moved, first {bad[:1]}); retrain it")
 
     @classmethod
-    def train(cls, texts: Iterable[str | Sequence[str]], vocab_size: int = 2000, seed: int = 0) -> Tokenizer:
-        """Train on training text only: each item a sentence string or a token list (schema tokens dropped).
+    def train(cls, texts: Iterable[str | Sequence[str]], vocab_size: int = 2000,
+              seed: int = 0) -> Tokenizer:
+        """Train on training text only: each item a sentence string or a token list
+        (schema tokens dropped).
 
-        Deterministic: the same texts, vocab_size and seed give a byte-identical model. vocab_size includes
-        the 4 + len(SPECIAL_TOKENS) + 256 fixed pieces and must also hold every training character (else
-        ValueError); on a tiny corpus the vocabulary comes out smaller (hard_vocab_limit=False).
+        Deterministic: the same texts, vocab_size and seed give a byte-identical model. vocab_size
+        includes the 4 + len(SPECIAL_TOKENS) + 256 fixed pieces and must also hold every training
+        character (else ValueError); on a tiny corpus the vocabulary comes out smaller
+        (hard_vocab_limit=False).
         """
-        lines = [t if isinstance(t, str) else " ".join(w for w in t if w not in _SPECIAL_ID) for t in texts]
+        lines = [t if isinstance(t, str) else " ".join(w for w in t if w not in _SPECIAL_ID)
+                 for t in texts]
         lines = [line for line in lines if line.strip()]
         if not lines:
             raise ValueError("Tokenizer.train: no training text")
-        spm.set_random_generator_seed(seed)  # BPE itself is deterministic; this pins sentence sampling
+        # BPE itself is deterministic; this pins sentence sampling
+        spm.set_random_generator_seed(seed)
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
-                hard_vocab_limit=False, normalization_rule_name="identity", byte_fallback=True,
-                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, control_symbols=list(SPECIAL_TOKENS),
+                sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
+                vocab_size=vocab_size, hard_vocab_limit=False, normalization_rule_name="identity",
+                byte_fallback=True, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                control_symbols=list(SPECIAL_TOKENS),
                 max_sentence_length=1 << 16,  # the default (4192 bytes) silently skips longer lines
-                num_threads=1, minloglevel=2)  # num_threads is written into the model: fix it for identical bytes
-        except RuntimeError as e:  # e.g. "Vocabulary size is smaller than required_chars. 300 vs 412"
+                # num_threads is written into the model: fix it for identical bytes
+                num_threads=1, minloglevel=2)
+        except RuntimeError as e:
+            # e.g. "Vocabulary size is smaller than required_chars. 300 vs 412"
             raise ValueError(f"Tokenizer.train(vocab_size={vocab_size}) failed: {e}") from None
         return cls(model.getvalue())
 
@@ -113,15 +122,16 @@ class Tokenizer:
             words = list(run)
             for w in words:
                 if not encodable(w):
-                    raise ValueError(f"cannot encode word {w!r}: words are non-empty strings of valid unicode "
-                                     f"without ' ' or '\u2581'")
+                    raise ValueError(f"cannot encode word {w!r}: words are non-empty strings of "
+                                     f"valid unicode without ' ' or '\u2581'")
             ids += self.sp.encode(" ".join(words))
         return ids
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
-        """Ids -> schema tokens and whole words. Never raises: pad, bos, eos and ids outside the vocabulary are
-        dropped, an <unk> reads as '\u2047', a broken byte sequence as '\ufffd'."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]  # a tensor or a list
+        """Ids -> schema tokens and whole words. Never raises: pad, bos, eos and ids outside the
+        vocabulary are dropped, an <unk> reads as '\u2047', a broken byte sequence as '\ufffd'."""
+        # a tensor or a list
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]
         ids = [i for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID) and 0 <= i < self.vocab_size]
         out: list[str] = []
         for special, run in itertools.groupby(ids, key=_SPECIAL_OF.__contains__):
@@ -133,47 +143,54 @@ class Tokenizer:
 
 
 # ----------------------------------------------------------------------------- images
-# Normalisation with ImageNet statistics, the usual choice (it keeps a pretrained vision encoder usable).
-# The letterbox padding and "no image" are zeros after normalising, i.e. the mean colour.
+# Normalisation with ImageNet statistics, the usual choice (it keeps a pretrained vision encoder
+# usable). The letterbox padding and "no image" are zeros after normalising, i.e. the mean colour.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
-MAX_DECODE_PIXELS = 50_000_000  # refuse to decode more (about 150 MB as RGB) after JPEG draft scaling
+# refuse to decode more (about 150 MB as RGB) after JPEG draft scaling
+MAX_DECODE_PIXELS = 50_000_000
 
 
 def _to_rgb(img: PILImage.Image) -> PILImage.Image:
-    """Any pillow mode -> RGB. 16/32-bit grey is scaled from 0..65535 (float 'F' from 0..1) to 8 bits;
-    transparency is composited onto white (transparent web images are mostly drawn for white pages)."""
+    """Any pillow mode -> RGB. 16/32-bit grey is scaled from 0..65535 (float 'F' from 0..1) to 8
+    bits; transparency is composited onto white (transparent web images are mostly drawn for white
+    pages)."""
     if img.mode.startswith("I") or img.mode == "F":
         scale = 255 / 65535 if img.mode.startswith("I") else 255
         grey = np.clip(np.asarray(img, dtype=np.float64) * scale, 0, 255).round().astype(np.uint8)
         img = PILImage.fromarray(grey, "L")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        img = PILImage.alpha_composite(PILImage.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+        img = PILImage.alpha_composite(PILImage.new("RGBA", img.size, (255, 255, 255, 255)),
+                                       img.convert("RGBA"))
     return img.convert("RGB")
 
 
-def load_image(path, size: int, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
+def load_image(path, size: int,
+               max_pixels: int = MAX_DECODE_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
     """An image file -> ((3, size, size) normalised float tensor, (W, H) of the file).
 
-    Letterbox: scale s = size / max(W, H), resize to (round(W s), round(H s)) and paste at the top-left
-    of a size x size canvas of zeros. Canvas pixel j then covers original pixels [j L / size, (j+1) L / size)
-    with L = max(W, H) (up to half a canvas pixel of rounding at the far edge): exactly the frame
-    schema.box_to_tokens quantises, so with size = NUM_BINS canvas pixel k is location bin k.
-    Huge files: JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers `size` (Image.draft);
-    anything still above max_pixels is refused, and pillow itself refuses files above
-    2 * Image.MAX_IMAGE_PIXELS before decoding (DecompressionBombError). EXIF orientation is not applied:
-    boxes are in the stored pixel frame. Raises DataError naming the file.
+    Letterbox: scale s = size / max(W, H), resize to (round(W s), round(H s)) and paste at the
+    top-left of a size x size canvas of zeros. Canvas pixel j then covers original pixels
+    [j L / size, (j+1) L / size) with L = max(W, H) (up to half a canvas pixel of rounding at the
+    far edge): exactly the frame schema.box_to_tokens quantises, so with size = NUM_BINS canvas
+    pixel k is location bin k.
+    Huge files: JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers `size`
+    (Image.draft); anything still above max_pixels is refused, and pillow itself refuses files above
+    2 * Image.MAX_IMAGE_PIXELS before decoding (DecompressionBombError). EXIF orientation is not
+    applied: boxes are in the stored pixel frame. Raises DataError naming the file.
     """
     try:
         with PILImage.open(path) as img:
             W, H = img.size
             img.draft("RGB", (size, size))  # no-op unless JPEG; keeps both sides >= size
             if img.width * img.height > max_pixels:
-                raise DataError(f"{path}: {W}x{H} image too large to decode (more than {max_pixels} pixels)")
+                raise DataError(f"{path}: {W}x{H} image too large to decode "
+                                f"(more than {max_pixels} pixels)")
             img = _to_rgb(img)
     except DataError:
         raise
-    except Exception as e:  # pillow signals a bad file with many exception types (OSError, SyntaxError, ...)
+    except Exception as e:
+        # pillow signals a bad file with many exception types (OSError, SyntaxError, ...)
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
     s = size / max(W, H)
     w, h = max(1, round(W * s)), max(1, round(H * s))
@@ -186,9 +203,9 @@ def load_image(path, size: int, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[to
 
 
 class ImageCache:
-    """load_image behind an in-memory LRU cache of at most max_bytes (default 1 GiB: about 5,000 images at
-    size 128, 1,700 at 224), so training is not bound by decoding. Returned tensors are shared: do not
-    modify them in place (collate copies them with torch.stack)."""
+    """load_image behind an in-memory LRU cache of at most max_bytes (default 1 GiB: about 5,000
+    images at size 128, 1,700 at 224), so training is not bound by decoding. Returned tensors are
+    shared: do not modify them in place (collate copies them with torch.stack)."""
 
     def __init__(self, max_bytes: int = 1 << 30):
         self.max_bytes, self.nbytes, self.items = max_bytes, 0, OrderedDict()
@@ -211,8 +228,8 @@ class Example:
     """One item of any task: the encoder reads `prompt` (+ the image), the decoder writes `target`.
 
     prompt and target are lists of schema tokens and words (target as schema.linearise writes it);
-    image is a file path or None, size its (W, H) when known (box tokens are in that frame; a file of
-    another size is refused); meta carries ids for inference (sentence id, image id, event ...).
+    image is a file path or None, size its (W, H) when known (box tokens are in that frame; a file
+    of another size is refused); meta carries ids for inference (sentence id, image id, event ...).
     """
     task: str
     prompt: list[str]
@@ -227,20 +244,23 @@ class Example:
 
 
 def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input_len: int = 256,
-                   max_target_len: int = 256, cache: ImageCache | None = None, counts: Counter | None = None) -> dict:
+                   max_target_len: int = 256, cache: ImageCache | None = None,
+                   counts: Counter | None = None) -> dict:
     """Example -> dict of tensors for collate, plus how many ids were cut.
 
     target_ids = encode(target) + eos (no bos: the model shifts and prepends its own start token).
-    Truncation keeps the first max_input_len / max_target_len ids (a cut target loses its eos, so the model
-    is never taught to stop early); the cut counts are returned as input_cut / target_cut and, when
-    `counts` is given, added to counts["input_truncated"] / counts["target_truncated"] (examples cut).
+    Truncation keeps the first max_input_len / max_target_len ids (a cut target loses its eos, so
+    the model is never taught to stop early); the cut counts are returned as input_cut / target_cut
+    and, when `counts` is given, added to counts["input_truncated"] / counts["target_truncated"]
+    (examples cut).
     """
     try:
         input_ids = tokenizer.encode(ex.prompt)
         target_ids = tokenizer.encode(ex.target) + [tokenizer.eos_id]
     except ValueError as e:
         raise ValueError(f"{ex.task} example {ex.meta}: {e}") from None
-    input_cut, target_cut = max(0, len(input_ids) - max_input_len), max(0, len(target_ids) - max_target_len)
+    input_cut, target_cut = (max(0, len(input_ids) - max_input_len),
+                             max(0, len(target_ids) - max_target_len))
     if counts is not None:
         counts["examples"] += 1
         counts["input_truncated"] += input_cut > 0
@@ -249,8 +269,8 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
     if ex.image is not None:
         image, wh = (cache.load if cache is not None else load_image)(ex.image, image_size)
         if ex.size is not None and tuple(ex.size) != wh:
-            raise DataError(f"{ex.image}: file is {wh[0]}x{wh[1]} but {ex.task} example {ex.meta} says "
-                            f"{ex.size[0]}x{ex.size[1]}: its boxes would be in another frame")
+            raise DataError(f"{ex.image}: file is {wh[0]}x{wh[1]} but {ex.task} example {ex.meta} "
+                            f"says {ex.size[0]}x{ex.size[1]}: its boxes would be in another frame")
     return {"input_ids": torch.tensor(input_ids[:max_input_len], dtype=torch.long),
             "target_ids": torch.tensor(target_ids[:max_target_len], dtype=torch.long),
             "image": image, "has_image": ex.image is not None, "task_id": TASKS.index(ex.task),
@@ -258,21 +278,23 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
 
 
 def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
-    """encode_example outputs -> the batch: exactly input_ids, images, has_image, target_ids, task_ids.
+    """encode_example outputs -> the batch: exactly input_ids, images, has_image,
+    target_ids, task_ids.
 
     Padding is pad_id, which no real token uses, so a mask is simply `ids != pad_id`.
     """
     pad = lambda seqs: torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_id)
-    return {"input_ids": pad([e["input_ids"] for e in encoded]),                  # (B, T) long
-            "images": torch.stack([e["image"] for e in encoded]),                 # (B, 3, S, S) float
-            "has_image": torch.tensor([e["has_image"] for e in encoded]),         # (B,) bool
-            "target_ids": pad([e["target_ids"] for e in encoded]),                # (B, L) long
+    return {"input_ids": pad([e["input_ids"] for e in encoded]),           # (B, T) long
+            "images": torch.stack([e["image"] for e in encoded]),          # (B, 3, S, S) float
+            "has_image": torch.tensor([e["has_image"] for e in encoded]),  # (B,) bool
+            "target_ids": pad([e["target_ids"] for e in encoded]),         # (B, L) long
             "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long)}  # (B,)
 
 
 def tempered_weights(sizes: dict[str, int], alpha: float) -> dict[str, float]:
-    """Task probabilities p_t ∝ n_t ** alpha: alpha = 1 is proportional to size (every example equally
-    often), alpha = 0 is uniform over tasks; in between, small tasks are seen more without dominating."""
+    """Task probabilities p_t ∝ n_t ** alpha: alpha = 1 is proportional to size (every example
+    equally often), alpha = 0 is uniform over tasks; in between, small tasks are seen more without
+    dominating."""
     raw = {t: float(n) ** alpha if n > 0 else 0.0 for t, n in sizes.items()}
     total = sum(raw.values())
     if total <= 0:
@@ -283,25 +305,28 @@ def tempered_weights(sizes: dict[str, int], alpha: float) -> dict[str, float]:
 class TaskSampler:
     """Endless batches that mix tasks; the items are Examples or anything else (encoded dicts).
 
-    Rule: each of the batch_size * world_size slots of a global batch draws its task independently with
-    probability weights[task] / sum(weights) (tasks with weight 0 or no examples are never drawn); a task
-    hands out its examples in a fresh shuffled order every epoch (its own epochs: a small task cycles
-    more often). Step s's draws come from random.Random(f"{seed}/step/{s}") and task t's epoch e order
-    from random.Random(f"{seed}/{t}/{e}"), so the whole state is the step and one cursor per task
-    (`state_dict()`), and `load_state_dict` resumes bit-exactly. DDP: every rank draws the same global
-    batch and keeps slots [rank * batch_size, (rank + 1) * batch_size), so ranks get disjoint examples
-    (within an epoch) and share one state.
+    Rule: each of the batch_size * world_size slots of a global batch draws its task independently
+    with probability weights[task] / sum(weights) (tasks with weight 0 or no examples are never
+    drawn); a task hands out its examples in a fresh shuffled order every epoch (its own epochs: a
+    small task cycles more often). Step s's draws come from random.Random(f"{seed}/step/{s}") and
+    task t's epoch e order from random.Random(f"{seed}/{t}/{e}"), so the whole state is the step and
+    one cursor per task (`state_dict()`), and `load_state_dict` resumes bit-exactly. DDP: every rank
+    draws the same global batch and keeps slots [rank * batch_size, (rank + 1) * batch_size), so
+    ranks get disjoint examples (within an epoch) and share one state.
     """
 
     def __init__(self, datasets: dict[str, list], weights: dict[str, float], batch_size: int,
                  seed: int = 0, rank: int = 0, world_size: int = 1):
         unknown = (set(datasets) - set(TASKS)) | (set(weights) - set(datasets))
-        if unknown or any(w < 0 for w in weights.values()) or not 0 <= rank < world_size or batch_size < 1:
-            raise ValueError(f"TaskSampler: bad arguments (unknown tasks {sorted(unknown)}, weights {weights}, "
-                             f"rank {rank} of {world_size}, batch_size {batch_size})")
+        if (unknown or any(w < 0 for w in weights.values()) or not 0 <= rank < world_size
+                or batch_size < 1):
+            raise ValueError(f"TaskSampler: bad arguments (unknown tasks {sorted(unknown)}, "
+                             f"weights {weights}, rank {rank} of {world_size}, "
+                             f"batch_size {batch_size})")
         self.tasks = [t for t in TASKS if weights.get(t, 0) > 0 and datasets.get(t)]
         if not self.tasks:
-            raise ValueError(f"TaskSampler: no task has both a positive weight and examples ({weights})")
+            raise ValueError(f"TaskSampler: no task has both a positive weight and examples "
+                             f"({weights})")
         self.datasets, self.weights = datasets, [weights[t] for t in self.tasks]
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.step, self.cursor = 0, {t: 0 for t in self.tasks}
@@ -313,9 +338,11 @@ class TaskSampler:
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed or state["sizes"] != self.state_dict()["sizes"]:
-            raise ValueError(f"TaskSampler: cannot resume a sampler of seed {state['seed']}, sizes {state['sizes']} "
-                             f"with seed {self.seed}, sizes {self.state_dict()['sizes']}")
-        self.step, self.cursor = int(state["step"]), {t: int(state["cursor"][t]) for t in self.tasks}
+            raise ValueError(f"TaskSampler: cannot resume a sampler of seed {state['seed']}, "
+                             f"sizes {state['sizes']} with seed {self.seed}, "
+                             f"sizes {self.state_dict()['sizes']}")
+        self.step, self.cursor = (int(state["step"]),
+                                  {t: int(state["cursor"][t]) for t in self.tasks})
 
     def _item(self, task: str, k: int):
         """The k-th item handed out by `task`: position k % n of its epoch k // n's order."""

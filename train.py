@@ -47,12 +47,13 @@ import model as M
 import rmpl
 import schema as S
 import tensors
+import toy
 
 
 @dataclass
 class TrainConfig:
     stage: int = 1
-    data: str = "data/toy"       # a --data DIR (layout: README); the toy world is generated here on first use
+    data: str = toy.DEFAULT_DATA  # a --data DIR (layout: README); the toy world is generated here on first use
     out: str = "runs"            # stage k writes {out}/stage{k}
     init: str = ""               # stage 1: a base checkpoint dir (then LoRA on the frozen base); stage 2: default {out}/stage1
     tasks: str = ""              # comma-separated tasks instead of the stage's (rmpl.STAGE_TASKS), for ablations
@@ -140,20 +141,8 @@ def warnings_as_lines():
         print(f"warning: {w.message}")
 
 
-def ensure_data(path: str) -> Path:
-    """--data as given; the default (the toy world) is generated on first use, any other must exist."""
-    root = Path(path)
-    if not root.exists():
-        if path != TrainConfig.data:
-            sys.exit(f"train.py: --data {root} does not exist")
-        import toy
-        print(f"generating the toy world in {root} (first use; `python toy.py --out {root}` does the same) ...")
-        toy.generate(root, seed=0)
-    return root
-
-
 def load_data(cfg: TrainConfig) -> data.Sources:
-    root = ensure_data(cfg.data)
+    root = toy.ensure_data(cfg.data)
     with warnings_as_lines():
         try:
             sources = data.read_sources(root)

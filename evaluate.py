@@ -39,7 +39,7 @@ import warnings
 from pathlib import Path
 
 from data import M2E2, gc_paused, read_m2e2
-from schema import EVENT_TYPES, IMAGE_ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link, Predictions, Span, TextEvent
+from schema import EVENT_TYPES, IMAGE_ROLES, ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link, Predictions, Span, TextEvent
 
 CELLS = ("text_mention", "text_argument", "image_mention", "image_argument", "multimedia_mention",
          "multimedia_argument")
@@ -109,9 +109,8 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
             if not isinstance(a, dict):
                 fail(f"{awhat} must be a JSON object, got {a!r}")
             role = _get(a, "role", str, awhat, fail)
-            if role not in roles:
-                fail(f"{awhat}: role {role!r} is not {'an image' if image else 'a text'} role of {t} "
-                     f"(expected one of {', '.join(roles)})")
+            if role not in ROLES:  # a role of another type can only be a false positive; a typo is an error
+                fail(f"{awhat}: unknown role {role!r} (expected one of {', '.join(roles)} for {t})")
             target = _box(a.get("bbox"), awhat, fail) if image else _span(a, awhat, length, fail)
             args.append(Argument(role, target))
         if image:
@@ -161,6 +160,10 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
     if unknown:
         warnings.warn(f"{path}: {len(unknown)} predicted ids are not in the gold universe (scored as false "
                       f"positives), e.g. {', '.join(unknown[:5])}", stacklevel=2)
+    off_type = off_type_roles(pred)
+    if off_type:
+        warnings.warn(f"{path}: {off_type} arguments have a role that their event type does not have in "
+                      f"their modality (scored as false positives)", stacklevel=2)
     return pred
 
 
@@ -171,6 +174,15 @@ def unknown_ids(gold: M2E2, pred: Predictions) -> list[str]:
     ids |= {x.sentence_id for x in pred.links if x.sentence_id not in gold.sentences}
     ids |= {x.image_id for x in pred.links if x.image_id not in gold.images}
     return sorted(ids)
+
+
+def off_type_roles(pred: Predictions) -> int:
+    """How many predicted arguments have a role that is not one of their event type's roles in their
+    modality (a schema role, e.g. 'Artifact' on Life:Die): well-formed, and never a match."""
+    text = sum(a.role not in TEXT_ROLES[e.event_type] for evs in pred.sentences.values() for e in evs
+               for a in e.arguments)
+    return text + sum(a.role not in IMAGE_ROLES[e.event_type] for evs in pred.images.values() for e in evs
+                      for a in e.arguments)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -292,9 +304,11 @@ def _prepare(gold: M2E2, pred: Predictions, keep_events: bool, trigger_start: bo
 def score(gold: M2E2, pred: Predictions, keep_events: bool = False, trigger_start: bool = False,
           gold_images_only: bool = False, unattached_args: bool = False) -> dict:
     """Score predictions against the gold: the six cells, each {p, r, f1, match, pred, gold} (percentages to
-    2 places), and "unknown_ids": how many predicted ids the gold does not know."""
+    2 places), "unknown_ids": how many predicted ids the gold does not know, and "off_type_roles": how many
+    predicted arguments have a role their event type lacks (both scored as false positives)."""
     g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only, unattached_args)
-    return {**_score_tables(g, p, sentences, images), "unknown_ids": len(unknown_ids(gold, pred))}
+    return {**_score_tables(g, p, sentences, images), "unknown_ids": len(unknown_ids(gold, pred)),
+            "off_type_roles": off_type_roles(pred)}
 
 
 def score_by_type(gold: M2E2, pred: Predictions, keep_events: bool = False, trigger_start: bool = False,

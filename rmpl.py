@@ -168,14 +168,15 @@ def multitask_loss(ce_sum: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch
 
 # ============================================================================= extraction
 def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
-    """A record in the prediction format of m2e2.md."""
+    """A record in the prediction format of m2e2.md. Boxes keep full float precision, so a prediction file
+    scores exactly as the predictions it was written from."""
     out = {"event_type": ev.event_type, "arguments": []}
     if isinstance(ev, S.TextEvent):
         out["trigger"] = {"start": ev.trigger.start, "end": ev.trigger.end}
     for a in ev.arguments:
         t = a.target
-        out["arguments"].append({"role": a.role, **({"start": t.start, "end": t.end} if isinstance(t, S.Span)
-                                                    else {"bbox": [round(v, 2) for v in (t.x1, t.y1, t.x2, t.y2)]})})
+        where = {"start": t.start, "end": t.end} if isinstance(t, S.Span) else {"bbox": [t.x1, t.y1, t.x2, t.y2]}
+        out["arguments"].append({"role": a.role, **where})
     return out
 
 

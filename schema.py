@@ -31,7 +31,8 @@ it covers: ``k1 = floor(x1 * N / L)`` and ``k2 = ceil(x2 * N / L) - 1``, both
 clamped to [0, N-1] (k2 >= k1).  It is read back as the covered area
 ``x1 = k1 * L / N``, ``x2 = (k2 + 1) * L / N``, clipped to the image.  Every
 coordinate thus comes back within one bin (L / N pixels) of where it was,
-bin-aligned boxes come back exactly, and no decoded box has zero area.
+bin-aligned boxes come back exactly, and no decoded box has zero area: a box
+whose bins lie wholly in the letterbox padding (outside the image) is dropped.
 
 ``parse`` never raises: it reads what it can from any token sequence
 (truncated, repeated, malformed) and silently drops the rest.
@@ -235,13 +236,17 @@ def box_to_tokens(box: Box, size: tuple[int, int]) -> list[str]:
     return [LOC_TOKENS[k] for k in (k1[0], k1[1], k2[0], k2[1])]
 
 
-def tokens_to_box(tokens: Sequence[str], size: tuple[int, int]) -> Box:
-    """Inverse of ``box_to_tokens``: the area the bins cover, clipped to the image (swapped if reversed)."""
+def tokens_to_box(tokens: Sequence[str], size: tuple[int, int]) -> Box | None:
+    """Inverse of ``box_to_tokens``: the area the bins cover, clipped to the image (swapped if reversed).
+    None when that area lies wholly outside the image: a model can write bins of the letterbox padding
+    beyond a non-square image's short side, and no object is there."""
     kx1, ky1, kx2, ky2 = (_LOC_OF[t] for t in tokens)
     kx1, kx2 = min(kx1, kx2), max(kx1, kx2)
     ky1, ky2 = min(ky1, ky2), max(ky1, ky2)
     side = max(size) / NUM_BINS
     w, h = size
+    if kx1 * side >= w or ky1 * side >= h:
+        return None
     return Box(kx1 * side, ky1 * side, min((kx2 + 1) * side, w), min((ky2 + 1) * side, h))
 
 

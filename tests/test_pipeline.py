@@ -3,11 +3,14 @@
 These check the pipeline's files and the scorer's output, not a quality number (a few steps learn nothing).
 """
 import json
+import random
 
 import pytest
 from safetensors.torch import load_file
 
 import evaluate
+import rmpl
+import schema as S
 import toy
 import train
 
@@ -64,3 +67,38 @@ def test_missing_checkpoint_is_a_clear_error(world, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--checkpoint", str(tmp_path / "nothing"), "--data", str(world)])
     assert e.value.code == 2 and "no trained model here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_prediction_files_score_as_in_memory(tmp_path, monkeypatch, capsys, seed):
+    """What evaluate.py writes, re-read from disk, scores exactly as it scored in memory. The decoder is
+    replaced by one that babbles plausible records (random types, roles of any type, words of the prompt,
+    boxes anywhere, the letterbox padding included), so the file meets what an untrained model writes."""
+    world = toy.generate(tmp_path / "toy", seed=seed, **TINY)
+    out = tmp_path / "runs"
+    train.main(["--stage", "1", "--data", str(world), "--out", str(out), *FAST, "--max-steps", "1"])
+    rng = random.Random(seed)
+
+    def babble(self, examples):
+        outputs = []
+        for e in examples:
+            words = [w for w in e.prompt if w not in S.SPECIAL_TOKENS]
+            event_type = rng.choice(list(S.EVENT_TYPES))
+            tokens = [S.TYPE_TOKENS[event_type]] + ([rng.choice(words)] if words else [])
+            for _ in range(rng.randint(0, 3)):
+                tokens.append(S.ROLE_TOKENS[rng.choice(S.EVENT_TYPES[event_type][not words])])
+                # half of the boxes in the last 2 bins: the letterbox padding of a non-square image
+                tokens += [rng.choice(words)] if words else rng.choices(S.LOC_TOKENS[rng.choice((0, 62)):], k=4)
+            outputs.append(tokens)
+        return outputs
+
+    monkeypatch.setattr(rmpl.RMPL, "run", babble)
+    pred_file = tmp_path / "pred.jsonl"
+    capsys.readouterr()
+    evaluate.main(["--checkpoint", str(out / "stage1"), "--data", str(world), "--split", "test", "--json",
+                   "--pred-out", str(pred_file)])
+    in_memory = json.loads(capsys.readouterr().out)
+    evaluate.main(["--gold", str(world / "m2e2" / "test"), "--pred", str(pred_file), "--json"])
+    from_file = json.loads(capsys.readouterr().out)
+    assert from_file == in_memory
+    assert in_memory["image_argument"]["pred"] > 0 and in_memory["text_argument"]["pred"] > 0

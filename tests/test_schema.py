@@ -36,6 +36,14 @@ def test_reversed_box_tokens_are_swapped():
     assert S.tokens_to_box(["<loc_9>", "<loc_8>", "<loc_1>", "<loc_2>"], (64, 64)) == Box(1, 2, 10, 9)
 
 
+def test_tokens_to_box_in_the_letterbox_padding():
+    """An image 64 wide and 32 high fills bins 0..31 of the y axis; a box starting below is not in the image."""
+    assert S.tokens_to_box(["<loc_0>", "<loc_40>", "<loc_9>", "<loc_50>"], (64, 32)) is None
+    assert S.tokens_to_box(["<loc_0>", "<loc_30>", "<loc_9>", "<loc_50>"], (64, 32)) == Box(0, 30, 10, 32)
+    image_event = ["<t:Life:Die>", "<r:Victim>", "<loc_0>", "<loc_40>", "<loc_9>", "<loc_50>"]
+    assert S.parse(image_event, size=(64, 32)) == [S.ImageEvent("Life:Die")]  # the argument is dropped
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 4000), st.integers(1, 4000), st.data())
 def test_box_within_one_bin(w, h, data):

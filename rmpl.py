@@ -6,8 +6,8 @@ Stage 1 (unified multi-task learning). Three heterogeneous sources, one target l
     image_event  SWiG image              -> its event and argument boxes (or nothing)
     relation     MNRE sentence + image   -> relations between entities (spans or boxes)
 
-Stage 2 (progressive fine-tuning). The same text and image sources recast as the two subtasks of MEE,
-mixed in every batch:
+Stage 2 (progressive fine-tuning). The same text and image sources recast as the two subtasks of
+MEE, mixed in every batch:
 
     text_mention    sentence                         -> event types and triggers       (EMI)
     image_mention   image                            -> event type                     (EMI)
@@ -17,20 +17,23 @@ mixed in every batch:
 The relation-aware multi-task loss. A batch holds examples b of tasks t(b) with target tokens
 y_b (eos included, padding excluded). Per task present in the batch,
 
-    L_t = (1 / N_t) * sum_{b: t(b) = t} sum_i  -log p(y_b,i | y_b,<i, x_b)      N_t = target tokens of task t
-    L   = sum_t lambda_t * L_t / sum_t lambda_t                                 (over tasks in the batch)
+    L_t = (1 / N_t) * sum_{b: t(b) = t} sum_i  -log p(y_b,i | y_b,<i, x_b)
+    L   = sum_t lambda_t * L_t / sum_t lambda_t    (over tasks in the batch)
+    N_t = target tokens of task t
 
-so a task's weight does not depend on how long its targets are, and lambda_t (TASK_WEIGHTS, default 1)
-sets its share. Examples are drawn task first, p_t proportional to n_t ** alpha with n_t the task's number
-of examples (ALPHA = 0.5, size-tempered: the small relation source is not drowned by the large ones, nor
-repeated until it is memorised). It is "relation-aware" because the relation task shares the decoder,
-the span/box vocabulary and the argument slots with the event tasks: an argument is a typed relation
-between an event and an entity, and MNRE teaches entity-to-entity relations grounded in both modalities.
+so a task's weight does not depend on how long its targets are, and lambda_t (TASK_WEIGHTS, default
+1) sets its share. Examples are drawn task first, p_t proportional to n_t ** alpha with n_t the
+task's number of examples (ALPHA = 0.5, size-tempered: the small relation source is not drowned by
+the large ones, nor repeated until it is memorised). It is "relation-aware" because the relation
+task shares the decoder, the span/box vocabulary and the argument slots with the event tasks: an
+argument is a typed relation between an event and an entity, and MNRE teaches entity-to-entity
+relations grounded in both modalities.
 
-Extraction on M2E2 (``RMPL.extract``): event mention identification per sentence and per image, argument
-extraction per predicted event, then multimedia links. A stage-1 checkpoint extracts in one pass
-(text_event, image_event). Link rule (fixed, not tuned): a sentence event and an image event of the same
-document are linked when they have the same predicted type. No decision here is tuned on any split.
+Extraction on M2E2 (``RMPL.extract``): event mention identification per sentence and per image,
+argument extraction per predicted event, then multimedia links. A stage-1 checkpoint extracts in one
+pass (text_event, image_event). Link rule (fixed, not tuned): a sentence event and an image event of
+the same document are linked when they have the same predicted type. No decision here is tuned on
+any split.
 
 What this file does not do: read files (data.py), define the network (model.py), run the optimiser
 (train.py), score (evaluate.py).
@@ -58,7 +61,8 @@ TASK_WEIGHTS = {t: 1.0 for t in S.TASKS}      # lambda_t in the loss
 
 # The run directory {out}/stage{k}/ that train.py writes and RMPL.load reads, file by file.
 MODEL_FILE = "model.safetensors"      # base weights with their ModelConfig (model.save_model)
-ADAPTER_FILE = "adapter.safetensors"  # LoRA tensors, when the stage trained LoRA (model.save_adapter)
+ADAPTER_FILE = "adapter.safetensors"  # LoRA tensors, when the stage trained LoRA
+                                      # (model.save_adapter)
 TOKENIZER_FILE = "tokenizer.model"    # the sentencepiece model (tensors.Tokenizer)
 INFO_FILE = "rmpl.json"               # stage, tasks, step and the TrainConfig of the checkpoint
 
@@ -69,7 +73,8 @@ def _text_prompt(task: str, words, extra=()) -> list[str]:
 
 
 def _image_example(task, img: S.Image, target, extra=()) -> tensors.Example:
-    return tensors.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path, size=img.size, meta={"id": img.id})
+    return tensors.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path,
+                           size=img.size, meta={"id": img.id})
 
 
 def text_examples(task: str, sent: S.Sentence) -> list[tensors.Example]:
@@ -77,29 +82,35 @@ def text_examples(task: str, sent: S.Sentence) -> list[tensors.Example]:
     w = sent.words
 
     def example(prompt, target):
-        return tensors.Example(task, prompt, target, meta={"id": sent.id})  # the id names it in errors
+        return tensors.Example(task, prompt, target,
+                               meta={"id": sent.id})  # the id names it in errors
 
     if task == "text_event":
         return [example(_text_prompt(task, w), S.linearise(sent.events, w))]
     if task == "text_mention":
-        return [example(_text_prompt(task, w), S.linearise([S.TextEvent(e.event_type, e.trigger) for e in sent.events], w))]
+        return [example(_text_prompt(task, w),
+                        S.linearise([S.TextEvent(e.event_type, e.trigger)
+                                     for e in sent.events], w))]
     if task == "text_argument":
         return [example(argument_prompt(e, w), S.linearise([e], w)) for e in sent.events]
     raise ValueError(f"{task} is not a text task")
 
 
 def argument_prompt(event: S.TextEvent, words) -> list[str]:
-    return _text_prompt("text_argument", words, S.linearise([S.TextEvent(event.event_type, event.trigger)], words))
+    return _text_prompt("text_argument", words,
+                        S.linearise([S.TextEvent(event.event_type, event.trigger)], words))
 
 
 def image_examples(task: str, img: S.Image) -> list[tensors.Example]:
-    """The examples one image gives to an image task (image_event, image_mention, image_argument)."""
+    """The examples one image gives to an image task (image_event, image_mention,
+    image_argument)."""
     if task == "image_event":
         return [_image_example(task, img, S.linearise(img.events, size=img.size))]
     if task == "image_mention":
         return [_image_example(task, img, [S.TYPE_TOKENS[e.event_type] for e in img.events])]
     if task == "image_argument":
-        return [_image_example(task, img, S.linearise([e], size=img.size), [S.TYPE_TOKENS[e.event_type]])
+        return [_image_example(task, img, S.linearise([e], size=img.size),
+                               [S.TYPE_TOKENS[e.event_type]])
                 for e in img.events]
     raise ValueError(f"{task} is not an image task")
 
@@ -108,15 +119,16 @@ def relation_examples(ex: S.RelationExample) -> list[tensors.Example]:
     """The example one MNRE line gives (with its image when it has one)."""
     img = ex.image
     target = S.linearise(ex.relations, ex.words, img.size if img else None)
-    return [tensors.Example("relation", _text_prompt("relation", ex.words), target, image=img.path if img else None,
-                         size=img.size if img else None, meta={"id": ex.id})]
+    return [tensors.Example("relation", _text_prompt("relation", ex.words), target,
+                            image=img.path if img else None, size=img.size if img else None,
+                            meta={"id": ex.id})]
 
 
 def build_tasks(tasks, sentences, images, relations) -> dict[str, list[tensors.Example]]:
     """Cast the sources of one split into the examples of each of ``tasks`` (e.g. STAGE_TASKS[1]).
 
-    A record the schema cannot write (a span past the MAX_OCC-th occurrence of its words) is skipped,
-    counted, and reported in one warning per task."""
+    A record the schema cannot write (a span past the MAX_OCC-th occurrence of its words) is
+    skipped, counted, and reported in one warning per task."""
     out = {}
     for task in tasks:
         if task == "relation":
@@ -132,7 +144,8 @@ def build_tasks(tasks, sentences, images, relations) -> dict[str, list[tensors.E
             except ValueError as e:
                 skipped.append(f"{rec.id}: {e}")
         if skipped:
-            warnings.warn(f"{task}: skipped {len(skipped)} records the schema cannot write, e.g. {skipped[0]}")
+            warnings.warn(f"{task}: skipped {len(skipped)} records the schema cannot write, "
+                          f"e.g. {skipped[0]}")
     return {t: exs for t, exs in out.items() if exs}
 
 
@@ -141,56 +154,65 @@ def task_sampling_weights(tasks: dict[str, list]) -> dict[str, float]:
 
 
 # ============================================================================= the loss
-def multitask_loss(ce_sum: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch.Tensor, weights=TASK_WEIGHTS,
-                   all_reduce=None, world_size: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
-    """The formula of the module docstring. ``ce_sum`` (B,) each example's token cross-entropy summed over
-    its target tokens, ``n_tokens`` (B,) its target tokens, ``task_ids`` (B,) indices into schema.TASKS.
-    Returns the loss and each task's L_t (for logs).
+def multitask_loss(ce_sum: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch.Tensor,
+                   weights=TASK_WEIGHTS, all_reduce=None,
+                   world_size: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+    """The formula of the module docstring. ``ce_sum`` (B,) each example's token cross-entropy
+    summed over its target tokens, ``n_tokens`` (B,) its target tokens, ``task_ids`` (B,) indices
+    into schema.TASKS. Returns the loss and each task's L_t (for logs).
 
     As a sum over examples: L = sum_b ce_sum_b * w_t(b), with w_t = lambda_t / sum(lambda) / N_t.
-    Under DDP (``all_reduce`` = torch.distributed.all_reduce, ``world_size`` processes) the token counts
-    N_t and the CE sums are those of the global batch, and the loss returned is this process's part of
-    the global loss times ``world_size``: DDP averages the processes' gradients, and the average of these
-    parts' gradients is the gradient of the global loss. (An average of per-process losses would not be:
-    each process would weigh its own few tokens of a task like another's many.)
+    Under DDP (``all_reduce`` = torch.distributed.all_reduce, ``world_size`` processes) the token
+    counts N_t and the CE sums are those of the global batch, and the loss returned is this
+    process's part of the global loss times ``world_size``: DDP averages the processes' gradients,
+    and the average of these parts' gradients is the gradient of the global loss. (An average of
+    per-process losses would not be: each process would weigh its own few tokens of a task like
+    another's many.)
     """
-    stats = ce_sum.new_zeros(2, len(S.TASKS))                                    # (token count, CE sum) per task
+    stats = ce_sum.new_zeros(2, len(S.TASKS))  # (token count, CE sum) per task
     stats[0].index_add_(0, task_ids, n_tokens.to(stats.dtype))
     stats[1].index_add_(0, task_ids, ce_sum.detach())
     if all_reduce is not None:
         all_reduce(stats)
     count, ce = stats
-    lam = ce_sum.new_tensor([weights[t] for t in S.TASKS]) * (count > 0)        # tasks present in the batch
-    token_weight = lam / lam.sum().clamp(min=1e-12) / count.clamp(min=1)        # (T,) w_t
+    # tasks present in the batch
+    lam = ce_sum.new_tensor([weights[t] for t in S.TASKS]) * (count > 0)
+    token_weight = lam / lam.sum().clamp(min=1e-12) / count.clamp(min=1)  # (T,) w_t
     loss = (ce_sum * token_weight[task_ids]).sum() * world_size
     return loss, {t: (ce[k] / count[k]).item() for k, t in enumerate(S.TASKS) if count[k] > 0}
 
 
 # ============================================================================= extraction
 def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
-    """A record in the prediction format of m2e2.md. Boxes keep full float precision, so a prediction file
-    scores exactly as the predictions it was written from."""
+    """A record in the prediction format of m2e2.md. Boxes keep full float precision, so a
+    prediction file scores exactly as the predictions it was written from."""
     out = {"event_type": ev.event_type, "arguments": []}
     if isinstance(ev, S.TextEvent):
         out["trigger"] = {"start": ev.trigger.start, "end": ev.trigger.end}
     for a in ev.arguments:
         t = a.target
-        where = {"start": t.start, "end": t.end} if isinstance(t, S.Span) else {"bbox": [t.x1, t.y1, t.x2, t.y2]}
+        where = ({"start": t.start, "end": t.end} if isinstance(t, S.Span)
+                 else {"bbox": [t.x1, t.y1, t.x2, t.y2]})
         out["arguments"].append({"role": a.role, **where})
     return out
 
 
 class RMPL:
-    """A trained model that reads M2E2 documents and writes predictions (the JSON Lines of m2e2.md)."""
+    """A trained model that reads M2E2 documents and writes predictions (the JSON Lines of
+    m2e2.md)."""
 
-    def __init__(self, net: M.Seq2Seq, tokenizer: tensors.Tokenizer, tasks=STAGE_TASKS[2], batch_size: int = 64):
-        self.net, self.tok, self.tasks, self.batch_size = net.eval(), tokenizer, tuple(tasks), batch_size
-        self.images = tensors.ImageCache()  # each image is read by two passes (mention, then arguments)
+    def __init__(self, net: M.Seq2Seq, tokenizer: tensors.Tokenizer, tasks=STAGE_TASKS[2],
+                 batch_size: int = 64):
+        self.net, self.tok, self.tasks, self.batch_size = (
+            net.eval(), tokenizer, tuple(tasks), batch_size)
+        # each image is read by two passes (mention, then arguments)
+        self.images = tensors.ImageCache()
         self.special_ids = tokenizer.encode(list(S.SPECIAL_TOKENS))
 
     @classmethod
     def load(cls, checkpoint, device="cpu", **kw) -> "RMPL":
-        """A run directory train.py wrote: MODEL_FILE, TOKENIZER_FILE, INFO_FILE, maybe ADAPTER_FILE."""
+        """A run directory train.py wrote: MODEL_FILE, TOKENIZER_FILE, INFO_FILE, maybe
+        ADAPTER_FILE."""
         d = Path(checkpoint)
         net = M.load_model(d / MODEL_FILE, device)
         if (d / ADAPTER_FILE).exists():
@@ -204,20 +226,25 @@ class RMPL:
         cfg, out = self.net.cfg, []
         device = next(self.net.parameters()).device
         for i in range(0, len(examples), self.batch_size):
-            enc = [tensors.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len, cfg.max_target_len, self.images)
+            enc = [tensors.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len,
+                                          cfg.max_target_len, self.images)
                    for e in examples[i:i + self.batch_size]]
             batch = {k: v.to(device) for k, v in tensors.collate(enc, self.tok.pad_id).items()}
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                ids = self.net.generate(batch, cfg.max_target_len, allowed=self.allowed(batch["input_ids"]))
+                ids = self.net.generate(batch, cfg.max_target_len,
+                                        allowed=self.allowed(batch["input_ids"]))
             out += [self.tok.decode(row) for row in ids]
         return out
 
     def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Constrained decoding, (B, V) bool: schema tokens, eos, and the ids of the example's own prompt.
+        """Constrained decoding, (B, V) bool: schema tokens, eos, and the ids of the example's
+        own prompt.
 
-        Every word of a target is copied from the sentence, so a word piece the prompt does not contain can
-        only be a hallucination; forbidding it costs nothing and keeps spans alignable."""
-        mask = torch.zeros(input_ids.size(0), self.net.cfg.vocab_size, dtype=torch.bool, device=input_ids.device)
+        Every word of a target is copied from the sentence, so a word piece the prompt does not
+        contain can only be a hallucination; forbidding it costs nothing and keeps spans
+        alignable."""
+        mask = torch.zeros(input_ids.size(0), self.net.cfg.vocab_size, dtype=torch.bool,
+                           device=input_ids.device)
         mask[:, self.special_ids] = True
         mask[:, self.tok.eos_id] = True
         mask = mask.scatter(1, input_ids, True)
@@ -225,7 +252,8 @@ class RMPL:
         return mask
 
     def predict(self, sentences: list[S.Sentence], images: list[S.Image]) -> S.Predictions:
-        """Events of the given sentences and images (one or many documents), and the links between them."""
+        """Events of the given sentences and images (one or many documents), and the links
+        between them."""
         text, pics = self._text_events(sentences), self._image_events(images)
         return S.Predictions(text, pics, self._links(sentences, images, text, pics))
 
@@ -236,31 +264,39 @@ class RMPL:
     def _text_events(self, sentences) -> dict[str, list[S.TextEvent]]:
         one_pass = "text_mention" not in self.tasks
         task = "text_event" if one_pass else "text_mention"
-        outputs = self.run([tensors.Example(task, _text_prompt(task, s.words), []) for s in sentences])
-        found = {s.id: [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent)] for s, o in zip(sentences, outputs)}
+        outputs = self.run([tensors.Example(task, _text_prompt(task, s.words), [])
+                            for s in sentences])
+        found = {s.id: [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent)]
+                 for s, o in zip(sentences, outputs)}
         if one_pass:
             return found
-        todo = [(s, e) for s in sentences for e in found[s.id]]  # ARE: one prompt per predicted event
-        outputs = self.run([tensors.Example("text_argument", argument_prompt(e, s.words), []) for s, e in todo])
+        # ARE: one prompt per predicted event
+        todo = [(s, e) for s in sentences for e in found[s.id]]
+        outputs = self.run([tensors.Example("text_argument", argument_prompt(e, s.words), [])
+                            for s, e in todo])
         full = {s.id: [] for s in sentences}
         for (s, e), o in zip(todo, outputs):
-            same = [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent) and r.trigger == e.trigger
-                    and r.event_type == e.event_type]
-            full[s.id].append(S.TextEvent(e.event_type, e.trigger, same[0].arguments if same else ()))
+            same = [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent)
+                    and r.trigger == e.trigger and r.event_type == e.event_type]
+            full[s.id].append(S.TextEvent(e.event_type, e.trigger,
+                                          same[0].arguments if same else ()))
         return full
 
     def _image_events(self, images) -> dict[str, list[S.ImageEvent]]:
         one_pass = "image_mention" not in self.tasks
         task = "image_event" if one_pass else "image_mention"
         outputs = self.run([_image_example(task, i, []) for i in images])
-        found = {i.id: [r for r in S.parse(o, size=i.size) if isinstance(r, S.ImageEvent)] for i, o in zip(images, outputs)}
+        found = {i.id: [r for r in S.parse(o, size=i.size) if isinstance(r, S.ImageEvent)]
+                 for i, o in zip(images, outputs)}
         if one_pass:
             return found
         todo = [(i, e) for i in images for e in found[i.id]]
-        outputs = self.run([_image_example("image_argument", i, [], [S.TYPE_TOKENS[e.event_type]]) for i, e in todo])
+        outputs = self.run([_image_example("image_argument", i, [], [S.TYPE_TOKENS[e.event_type]])
+                            for i, e in todo])
         full = {i.id: [] for i in images}
         for (i, e), o in zip(todo, outputs):
-            same = [r for r in S.parse(o, size=i.size) if isinstance(r, S.ImageEvent) and r.event_type == e.event_type]
+            same = [r for r in S.parse(o, size=i.size) if isinstance(r, S.ImageEvent)
+                    and r.event_type == e.event_type]
             full[i.id].append(S.ImageEvent(e.event_type, same[0].arguments if same else ()))
         return full
 
@@ -271,24 +307,30 @@ class RMPL:
         for i in images:
             for t in dict.fromkeys(e.event_type for e in pics[i.id]):
                 image_types[(i.doc_id, t)].append(i.id)
-        return [S.Link(s.id, image_id, t) for s in sentences for t in dict.fromkeys(e.event_type for e in text[s.id])
+        return [S.Link(s.id, image_id, t) for s in sentences
+                for t in dict.fromkeys(e.event_type for e in text[s.id])
                 for image_id in image_types[(s.doc_id, t)]]
 
 
 def prediction_lines(pred: S.Predictions) -> list[dict]:
-    """Predictions -> the JSON Lines objects of m2e2.md (one per sentence, one per image, one per link)."""
-    return ([{"sentence_id": k, "events": [event_json(e) for e in evs]} for k, evs in pred.sentences.items()]
-            + [{"image_id": k, "events": [event_json(e) for e in evs]} for k, evs in pred.images.items()]
-            + [{"sentence_id": l.sentence_id, "image_id": l.image_id, "event_type": l.event_type} for l in pred.links])
+    """Predictions -> the JSON Lines objects of m2e2.md (one per sentence, one per image, one
+    per link)."""
+    return ([{"sentence_id": k, "events": [event_json(e) for e in evs]}
+             for k, evs in pred.sentences.items()]
+            + [{"image_id": k, "events": [event_json(e) for e in evs]}
+               for k, evs in pred.images.items()]
+            + [{"sentence_id": l.sentence_id, "image_id": l.image_id, "event_type": l.event_type}
+               for l in pred.links])
 
 
 def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto") -> S.Predictions:
-    """Run the trained model of ``checkpoint`` over every sentence and image of ``gold``; write the JSON
-    Lines to ``out`` and return the predictions (what ``python evaluate.py --checkpoint`` scores)."""
+    """Run the trained model of ``checkpoint`` over every sentence and image of ``gold``; write
+    the JSON Lines to ``out`` and return the predictions (what ``python evaluate.py --checkpoint``
+    scores)."""
     images = [i for i in gold.images.values() if i.path is not None]
     if len(images) < len(gold.images):
-        warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no file: nothing is "
-                      f"predicted for them")
+        warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no "
+                      f"file: nothing is predicted for them")
     model = RMPL.load(checkpoint, M.pick_device(device))
     pred = model.predict(list(gold.sentences.values()), images)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import time
 import warnings
 from collections import Counter
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,34 +50,44 @@ import tensors
 import toy
 
 
+def knob(default, help: str):
+    """A TrainConfig field and its --help text."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    stage: int = 1
-    data: str = toy.DEFAULT_DATA  # a --data DIR (layout: README); the toy world is generated here on first use
-    out: str = "runs"            # stage k writes {out}/stage{k}
-    init: str = ""               # stage 1: a base checkpoint dir (then LoRA on the frozen base); stage 2: default {out}/stage1
-    tasks: str = ""              # comma-separated tasks instead of the stage's (rmpl.STAGE_TASKS), for ablations
-    model_size: str = "small"    # model.MODEL_SIZES (stage 1 from scratch only; otherwise the checkpoint's)
-    seed: int = 0
-    device: str = "auto"         # auto | cpu | cuda | mps
-    resume: bool = False         # continue {out}/stage{k} from its train_state.pt
-    max_steps: int = 2000
-    batch_size: int = 32
-    grad_accum: int = 1          # micro-batches per optimizer step
-    lr: float = 1e-3
-    min_lr: float = 1e-4         # cosine floor
-    warmup_steps: int = 100
-    beta2: float = 0.99          # AdamW; 0.95 learned more slowly here
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    lora_rank: int = 0           # 0 = full fine-tuning
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.05
-    vocab_size: int = 2000       # tokenizer size, schema tokens and byte pieces included (stage 1 from scratch only)
-    log_every: int = 50
-    eval_every: int = 500
-    eval_batches: int = 4        # dev-loss batches per task
-    dev_docs: int = 10           # M2E2 dev documents for the quick dev score (0: off)
+    stage: int = knob(1, "1: text EE + visual EE + multimedia RE in one schema; 2: EMI + ARE from stage 1")
+    data: str = knob(toy.DEFAULT_DATA, "a data directory (layout: README); the default toy world is "
+                                       "generated there on first use")
+    out: str = knob("runs", "runs directory: stage k writes OUT/stagek")
+    init: str = knob("", "the checkpoint to start from. Stage 2: default OUT/stage1. Stage 1: a base "
+                         "model, whose frozen weights then get LoRA adapters (--lora-rank 16 unless given)")
+    tasks: str = knob("", "comma-separated tasks instead of the stage's (ablations): "
+                          + ", ".join(S.TASKS))
+    model_size: str = knob("small", "network size for stage 1 from scratch (later stages keep the "
+                                    "checkpoint's): " + ", ".join(M.MODEL_SIZES))
+    seed: int = knob(0, "seed of the weights, the sampler and every RNG")
+    device: str = knob("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = knob(False, "continue OUT/stagek from its last checkpoint; flags not given are the run's")
+    max_steps: int = knob(2000, "optimizer steps")
+    batch_size: int = knob(32, "examples per step and process (x --grad-accum)")
+    grad_accum: int = knob(1, "micro-batches per optimizer step")
+    lr: float = knob(1e-3, "peak learning rate, after the linear warmup")
+    min_lr: float = knob(1e-4, "floor of the cosine decay, reached at --max-steps")
+    warmup_steps: int = knob(100, "steps of linear warmup")
+    beta2: float = knob(0.99, "AdamW's second-moment decay")
+    weight_decay: float = knob(0.01, "AdamW weight decay of weight matrices (not of biases and norms)")
+    grad_clip: float = knob(1.0, "gradient norm clipping")
+    lora_rank: int = knob(0, "LoRA rank r; 0 fine-tunes every weight")
+    lora_alpha: float = knob(32.0, "LoRA alpha: the update is scaled by alpha / r")
+    lora_dropout: float = knob(0.05, "dropout on the LoRA input")
+    vocab_size: int = knob(2000, "tokenizer size, schema tokens and byte pieces included (stage 1 from "
+                                 "scratch only)")
+    log_every: int = knob(50, "steps between log lines")
+    eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
+    eval_batches: int = knob(4, "dev-loss batches per task at each evaluation")
+    dev_docs: int = knob(10, "M2E2 dev documents of the quick dev F1 at each evaluation (0: off)")
 
 
 # What differs per stage. Stage 2 fine-tunes the whole network by default, which beat LoRA on the toy dev
@@ -88,32 +98,51 @@ PRESETS = {
     1: dict(max_steps=2000, lr=1e-3, lora_rank=0),
     2: dict(max_steps=600, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
+AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0, log_every=1,
+                eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, lr=0.0, min_lr=0.0, grad_clip=0.0)
 
 
 def parse_args(argv=None) -> TrainConfig:
+    """The command line -> TrainConfig: what is given, else the stage's PRESETS, else the field's default.
+    With --resume, what is not given is the run's own setting (its rmpl.json)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
         presets = "; ".join(f"stage {k}: {v[f.name]}" for k, v in PRESETS.items() if f.name in v)
-        help = f"default {f.default!r}" + (f" ({presets})" if presets else "")
+        help = f"{f.metadata['help']} (default {presets or repr(f.default)})"
+        flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             p.add_argument(flag, action="store_true", default=None, help=help)
         else:
-            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None, help=help)
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            p.add_argument(flag, type=kind, default=None, help=help, metavar=f.name.upper())
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    for name, least in AT_LEAST.items():
+        if given.get(name, least) < least:
+            p.error(f"--{name.replace('_', '-')} must be at least {least}, not {given[name]}")
     stage = given.get("stage", 1)
     if stage not in PRESETS:
         p.error(f"--stage must be 1 or 2, not {stage}")
     unknown = set(given.get("tasks", "").split(",")) - set(S.TASKS) - {""}
     if unknown:
         p.error(f"--tasks: unknown {sorted(unknown)}; known: {', '.join(S.TASKS)}")
-    if given.get("model_size", "base") not in M.MODEL_SIZES:
+    if given.get("model_size", "small") not in M.MODEL_SIZES:
         p.error(f"--model-size must be one of {', '.join(M.MODEL_SIZES)}")
+    if given.get("resume"):
+        return TrainConfig(**{**PRESETS[stage], **run_settings(given, stage), **given})
     if stage == 1 and given.get("init") and "lora_rank" not in given:
         given["lora_rank"] = 16  # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
     if stage == 1 and not given.get("init") and given.get("lora_rank"):
         p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
     return TrainConfig(**{**PRESETS[stage], **given})
+
+
+def run_settings(given: dict, stage: int) -> dict:
+    """The TrainConfig a run to be resumed was started with (its rmpl.json), {} when it has none."""
+    info = Path(given.get("out", TrainConfig.out)) / f"stage{stage}" / rmpl.INFO_FILE
+    if not info.is_file():
+        return {}  # resume_model says what is missing
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in json.loads(info.read_text())["config"].items() if k in names and k != "resume"}
 
 
 def set_seed(seed: int) -> None:
@@ -143,6 +172,7 @@ def warnings_as_lines():
 
 def load_data(cfg: TrainConfig) -> data.Sources:
     root = toy.ensure_data(cfg.data)
+    print(f"reading {root} ...")
     with warnings_as_lines():
         try:
             sources = data.read_sources(root)
@@ -159,7 +189,7 @@ def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
     run.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
         return resume_model(cfg, run)
-    init = Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
+    init = init_dir(cfg)
     net, tok = new_model(cfg, src) if init is None else init_model(init, run, master)
     if master:
         tok.save(run / rmpl.TOKENIZER_FILE)
@@ -169,9 +199,29 @@ def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
     return net, tok
 
 
+def init_dir(cfg: TrainConfig) -> Path | None:
+    """The checkpoint a fresh run starts from: --init, stage 2's default {out}/stage1, or None (scratch)."""
+    return Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
+
+
+def check_run_dir(cfg: TrainConfig, run: Path) -> None:
+    """Refuse, before any data is read, a run that would overwrite a checkpoint or has nothing to start from."""
+    if cfg.resume:
+        return
+    if (run / rmpl.INFO_FILE).exists() or (run / LOG_FILE).exists():
+        sys.exit(f"train.py: {run} already holds a run; --resume continues it, --out DIR starts a new one "
+                 f"elsewhere (or delete {run} to start it again)")
+    init = init_dir(cfg)
+    if init is not None and not (init / rmpl.MODEL_FILE).exists():
+        sys.exit(f"train.py: no {rmpl.MODEL_FILE} in {init} (run stage 1 first, or pass --init CKPT)")
+
+
 def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
     """Stage 1 from scratch: a tokenizer trained on the training text alone, and a fresh network."""
     texts = [s.words for s in src.ace.get("train", [])] + [r.words for r in src.mnre.get("train", [])]
+    if not texts:
+        sys.exit(f"train.py: {cfg.data} has no training sentences (ace/train.json, mnre/train.txt) to build "
+                 f"the tokenizer from")
     tok = tensors.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
     special = dict(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
     return M.Seq2Seq(M.ModelConfig(**special, **M.MODEL_SIZES[cfg.model_size])), tok
@@ -180,8 +230,6 @@ def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.T
 def init_model(init: Path, run: Path, master: bool) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
     """The --init checkpoint (stage 2's default: {out}/stage1). An adapter beside its base is baked in;
     the base weights are copied into this run, so the run stands on its own."""
-    if not (init / rmpl.MODEL_FILE).exists():
-        sys.exit(f"train.py: no {rmpl.MODEL_FILE} in {init} (run stage 1 first, or pass --init)")
     tok = tensors.Tokenizer.load(init / rmpl.TOKENIZER_FILE)
     net = M.load_model(init / rmpl.MODEL_FILE)
     if (init / rmpl.ADAPTER_FILE).exists():
@@ -465,9 +513,12 @@ def train_step(model, sampler, opt, params, cfg: TrainConfig, env: Dist, step: i
 
 def main(argv=None) -> dict:
     cfg = parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # progress shows line by line in a pipe or a log file too
+        sys.stdout.reconfigure(line_buffering=True)
     set_seed(cfg.seed)  # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
     env = setup_distributed(cfg)
     run = Path(cfg.out) / f"stage{cfg.stage}"
+    check_run_dir(cfg, run)
     src = load_run_data(cfg, run, env)
     net, tok = build_model(cfg, src, run, env.master)
     net.to(env.device).train()
@@ -483,6 +534,8 @@ def main(argv=None) -> dict:
         start = load_train_state(run, cfg, opt, sampler) if cfg.resume else 0
     except M.CheckpointError as e:
         sys.exit(f"train.py: --resume: {e}")
+    if cfg.resume:
+        print(f"resuming {run} at step {start} of {cfg.max_steps}")
     n_params = sum(p.numel() for p in net.parameters())
     print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
           f"{n_params / 1e6:.2f}M parameters; device {env.device}"
@@ -492,6 +545,8 @@ def main(argv=None) -> dict:
     log = open(run / LOG_FILE, "a") if env.master else open(os.devnull, "w")
     if cfg.resume:  # lines after this one replace those of the interrupted run past `step`
         log.write(json.dumps({"step": start, "resumed": True}) + "\n")
+    if start >= cfg.max_steps:
+        print(f"stage {cfg.stage} is already done: {run} (raise --max-steps to train on)")
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
                disable=None if env.master else True, desc=f"stage {cfg.stage}")
     t0, record = time.time(), {}
@@ -503,7 +558,9 @@ def main(argv=None) -> dict:
         if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait at the next all_reduce
             record = evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env, run, opt, sampler, step)
     log.close()
-    print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s: {run}")
+    if start < cfg.max_steps:
+        since = f" (from step {start})" if start else ""
+        print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s{since}: {run}")
     if env.ddp:
         dist.destroy_process_group()
     return record

@@ -159,6 +159,36 @@ def lora_model(seed=0, r=4):
     return m
 
 
+# y = x W^T + b + (x A^T B^T) * lora_alpha / r, by hand. W = [[1, 0, 2], [0, 1, -1]], b = [0.5, -1],
+# A = [[1, 0, 0], [0, 1, 1]] (r = 2), B = [[1, 0], [0, 2]], x = [1, 2, 3]:
+#   x W^T + b = [7.5, -2],  x A^T = [1, 5],  x A^T B^T = [1, 10],  B A = [[1, 0, 0], [0, 2, 2]].
+# lora_alpha != r, so a scaling of lora_alpha (or 1, or r / lora_alpha) gives other numbers.
+@pytest.mark.parametrize("lora_alpha, y, merged_weight", [
+    (6.0, [7.5 + 3 * 1, -2 + 3 * 10], [[4, 0, 2], [0, 7, 5]]),           # scaling 6 / 2 = 3
+    (1.0, [7.5 + 0.5 * 1, -2 + 0.5 * 10], [[1.5, 0, 2], [0, 2, 0]]),     # scaling 1 / 2
+])
+def test_lora_linear_known_answer(lora_alpha, y, merged_weight):
+    base = nn.Linear(3, 2)
+    with torch.no_grad():
+        base.weight.copy_(torch.tensor([[1.0, 0, 2], [0, 1, -1]]))
+        base.bias.copy_(torch.tensor([0.5, -1.0]))
+    layer = M.LoRALinear(base, r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
+    with torch.no_grad():
+        layer.lora_A.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 1]]))
+        layer.lora_B.copy_(torch.tensor([[1.0, 0], [0, 2]]))
+    x = torch.tensor([[1.0, 2, 3]])
+    torch.testing.assert_close(layer(x), torch.tensor([y]))
+    net = nn.Sequential(base)  # the same numbers through the public helpers: add_lora, then merge_lora
+    M.add_lora(net, targets=("0",), r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
+    with torch.no_grad():
+        net[0].lora_A.copy_(layer.lora_A)
+        net[0].lora_B.copy_(layer.lora_B)
+    torch.testing.assert_close(net(x), torch.tensor([y]))
+    M.merge_lora(net)
+    torch.testing.assert_close(net[0].weight, torch.tensor(merged_weight, dtype=torch.float32))  # W + B A * lora_alpha / r
+    torch.testing.assert_close(net(x), torch.tensor([y]))
+
+
 def test_add_lora_wraps_the_attention_projections():
     m = M.add_lora(tiny_model())
     names = M.lora_layers(m)

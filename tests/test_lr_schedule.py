@@ -1,4 +1,4 @@
-"""train.get_lr: linear warmup lr * (step + 1) / warmup, then cosine from lr to min_lr at max_steps (known answers).
+"""train.get_lr, known answers: linear warmup lr * (step + 1) / warmup, then cosine from lr to min_lr at max_steps.
 
 Steps are 0-based: training runs steps 0 .. max_steps - 1, and step 0 already takes a (small) update.
 """

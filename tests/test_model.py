@@ -197,7 +197,8 @@ def test_lora_linear_known_answer(lora_alpha, y, merged_weight):
         net[0].lora_B.copy_(layer.lora_B)
     torch.testing.assert_close(net(x), torch.tensor([y]))
     M.merge_lora(net)
-    torch.testing.assert_close(net[0].weight, torch.tensor(merged_weight, dtype=torch.float32))  # W + B A * lora_alpha / r
+    merged = torch.tensor(merged_weight, dtype=torch.float32)
+    torch.testing.assert_close(net[0].weight, merged)  # W + B A * lora_alpha / r
     torch.testing.assert_close(net(x), torch.tensor([y]))
 
 

@@ -92,11 +92,12 @@ def test_allowed_mask_is_schema_eos_and_prompt():
 # ----------------------------------------------------------------------------- task sampling
 @pytest.mark.parametrize("sizes, expected", [
     # p_t = sqrt(n_t) / sum sqrt(n): 20, 10, 5 -> 4/7, 2/7, 1/7 (alpha 1 would give 16/21, 4/21, 1/21)
-    ({"text_event": 400, "image_event": 100, "relation": 25}, {"text_event": 4 / 7, "image_event": 2 / 7, "relation": 1 / 7}),
+    ({"text_event": 400, "image_event": 100, "relation": 25},
+     {"text_event": 4 / 7, "image_event": 2 / 7, "relation": 1 / 7}),
     # 10, 6, 8, 2 -> /26
     ({"text_mention": 100, "image_mention": 36, "text_argument": 64, "image_argument": 4},
      {"text_mention": 10 / 26, "image_mention": 6 / 26, "text_argument": 8 / 26, "image_argument": 2 / 26}),
-    ({"text_event": 7, "relation": 7}, {"text_event": 0.5, "relation": 0.5}),  # equal sizes: equal shares, any alpha
+    ({"text_event": 7, "relation": 7}, {"text_event": 0.5, "relation": 0.5}),  # equal sizes: equal shares
 ])
 def test_task_sampling_weights_are_square_root_tempered(sizes, expected):
     """The method's ALPHA = 0.5, computed by hand: changing the exponent must fail here."""
@@ -143,7 +144,8 @@ EXPECTED_LINES = [
          "arguments": [{"role": "Attacker", "start": 0, "end": 1}, {"role": "Target", "start": 2, "end": 4}]},
         {"event_type": "Life:Die", "trigger": {"start": 5, "end": 6}, "arguments": []}]},
     {"sentence_id": "A_2", "events": [
-        {"event_type": "Life:Die", "trigger": {"start": 2, "end": 3}, "arguments": [{"role": "Victim", "start": 0, "end": 2}]}]},
+        {"event_type": "Life:Die", "trigger": {"start": 2, "end": 3},
+         "arguments": [{"role": "Victim", "start": 0, "end": 2}]}]},
     {"sentence_id": "B_1", "events": []},
     {"image_id": "A_7", "events": [
         {"event_type": "Conflict:Attack", "arguments": [{"role": "Attacker", "bbox": [0.0, 0.0, 32.0, 32.0]},
@@ -184,6 +186,7 @@ def test_predict_two_passes_with_stubbed_decoder():
     # every sentence and image once in the mention pass; one argument prompt per predicted event, no more
     assert sorted(asked, key=repr) == sorted(ANSWERS, key=repr)
     assert rmpl.prediction_lines(pred) == EXPECTED_LINES
-    assert pred.sentences["A_1"][0] == TextEvent("Conflict:Attack", Span(1, 2),
-                                                 (Argument("Attacker", Span(0, 1)), Argument("Target", Span(2, 4))))
+    args = (Argument("Attacker", Span(0, 1)), Argument("Target", Span(2, 4)))
+    attack = TextEvent("Conflict:Attack", Span(1, 2), args)
+    assert pred.sentences["A_1"][0] == attack
     assert pred.images["A_7"][0].arguments[1] == Argument("Target", Box(32, 8, 64, 32))

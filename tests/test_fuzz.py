@@ -74,11 +74,12 @@ def test_parse_never_raises(tokens, words, size):
     check_records(S.parse(tokens, words, size), words, size)
 
 
-# Mostly the sentence's own words, type and role tokens: random sequences that often spell real events.
+# Mostly the sentence's own words, type, role and occurrence tokens: random sequences that often spell real
+# events, and words followed by an <occK> past their last occurrence.
 SENTENCE_TOKEN = st.one_of(
     st.sampled_from(SENTENCE), st.sampled_from(SENTENCE), st.sampled_from(list(S.TYPE_TOKENS.values())),
     st.sampled_from(list(S.ROLE_TOKENS.values())), st.sampled_from(S.LOC_TOKENS),
-    st.sampled_from([S.OCC_TOKENS[2], S.HEAD, S.TAIL, *list(S.REL_TOKENS.values())[:3]]), TOKEN)
+    st.sampled_from([*S.OCC_TOKENS.values(), S.HEAD, S.TAIL, *list(S.REL_TOKENS.values())[:3]]), TOKEN)
 
 
 @FUZZ

@@ -18,8 +18,9 @@ import sys
 import pytest
 
 import evaluate
-from data import read_m2e2
+from data import M2E2, read_m2e2
 from evaluate import CELLS, PredictionError, iou, load_predictions, match_boxes, score
+from schema import Argument, Box, Image, ImageEvent, Predictions
 
 ARREST, ATTACK = "Justice:Arrest-Jail", "Conflict:Attack"
 GOLD_COUNTS = {"text_mention": 2, "text_argument": 5, "image_mention": 2, "image_argument": 4,
@@ -119,6 +120,7 @@ A, B = ("T", "r", (0, 1, 10, 11)), ("T", "r", (0, -3, 10, 7))  # A: 90/110 with 
 
 @pytest.mark.parametrize("pred, gold, expected", [
     ([("T", "r", (0, 0, 2, 1))], [("T", "r", (0, 0, 1, 1))], 1),      # IoU exactly 0.5 counts
+    ([("T", "r", (0, 0, 2.04, 1))], [("T", "r", (0, 0, 1, 1))], 0),   # IoU 1 / 2.04 = 0.49 does not
     ([("T", "r", (0, 0, 10, 10))], [G1, ("T", "r", (0, 0, 10, 6))], 1),  # one prediction, two gold boxes: one match
     ([G1, ("T", "r", (0, 0, 10, 6))], [G1], 1),                       # two predictions, one gold box: one match
     ([A, B], [G1, G2], 1),   # tie A-G1 / A-G2 goes to the earlier gold box G1, which B then cannot have
@@ -129,6 +131,30 @@ A, B = ("T", "r", (0, 1, 10, 11)), ("T", "r", (0, -3, 10, 7))  # A: 90/110 with 
 ])
 def test_match_boxes(pred, gold, expected):
     assert match_boxes(pred, gold) == expected
+
+
+# The protocol's threshold, through the public scorer: one gold box (0, 0, 8, 8), area 64, and one predicted
+# box of the same event type and role that grows or shrinks in height. The sizes are exact binary fractions,
+# so each IoU below is exact and the test sits right at 0.5 on both sides.
+GOLD_BOX = Box(0, 0, 8, 8)
+
+
+@pytest.mark.parametrize("pred_box, matched", [
+    (Box(0, 0, 8, 16), True),        # inter 64, union 128: IoU exactly 0.5 counts
+    (Box(0, 0, 8, 15.75), True),     # 64 / 126 = 0.508
+    (Box(0, 0, 8, 16.25), False),    # 64 / 130 = 0.492: just below 0.5 does not match
+    (Box(0, 0, 8, 4), True),         # inter 32, union 64: exactly 0.5 from inside
+    (Box(0, 0, 8, 3.875), False),    # 31 / 64 = 0.484
+    (Box(0, 0, 8, 18), False),       # 64 / 144 = 0.444: a threshold of 0.4 would take it
+])
+def test_image_argument_needs_iou_of_one_half(pred_box, matched):
+    gold = M2E2(sentences={}, links=[],
+                images={"D_0": Image("D_0", (100, 100), (ImageEvent(ATTACK, (Argument("Attacker", GOLD_BOX),)),))})
+    pred = Predictions(images={"D_0": [ImageEvent(ATTACK, (Argument("Attacker", pred_box),))]})
+    cell = score(gold, pred)["image_argument"]
+    assert (cell["match"], cell["pred"], cell["gold"]) == (int(matched), 1, 1)
+    assert cell["f1"] == (100.0 if matched else 0.0)
+    assert score(gold, pred)["image_mention"]["match"] == 1  # the mention is right either way
 
 
 # ----------------------------------------------------------------------------- scoring the tiny gold

@@ -1,7 +1,8 @@
 """Parser and scorer under garbage (seeded hypothesis, so CI sees the same cases every run).
 
-parse must never raise, whatever it reads; the scorer must never crash on any well-formed prediction file,
-and every P / R / F1 stays within [0, 100] with match <= min(pred, gold).
+parse must never raise, whatever it reads, and keeps every well-formed record before the garbage; the scorer
+must never crash on any well-formed prediction file, and every P / R / F1 stays within [0, 100] with
+match <= min(pred, gold).
 """
 import json
 import tempfile
@@ -24,20 +25,78 @@ FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
 
 
 # ----------------------------------------------------------------------------- parse
+# parse has no try/except (schema.py): an exception anywhere in it fails these tests.
+SENTENCE = "the rebels bombed Aleppo and the army attacked the rebels in Aleppo".split()
+SIZE = (64, 32)  # one location bin is one pixel: integer boxes inside the image read back exactly
+ARG = S.Argument
+GOLD = [  # every kind of record, text first, with second occurrences (<occ2>) in the arguments
+    S.TextEvent("Conflict:Attack", S.Span(2, 3), (ARG("Attacker", S.Span(1, 2)), ARG("Place", S.Span(3, 4)))),
+    S.TextEvent("Conflict:Attack", S.Span(7, 8),
+                (ARG("Attacker", S.Span(5, 7)), ARG("Target", S.Span(9, 10)), ARG("Place", S.Span(11, 12)))),
+    S.ImageEvent("Life:Die", (ARG("Victim", S.Box(0, 0, 32, 32)), ARG("Instrument", S.Box(40, 8, 64, 30)))),
+    S.Relation("/per/loc/place_of_residence", S.Span(1, 2), S.Span(3, 4)),
+    S.TextEvent("Life:Die", S.Span(2, 3)),
+]
 WORDS = ["the", "rebels", "bombed", "Aleppo", "the", "<head>", "", " ", "\u2581", "x y"]
 TOKEN = st.one_of(st.sampled_from(S.SPECIAL_TOKENS), st.sampled_from(WORDS), st.text(max_size=6),
-                  st.sampled_from(["<t:Nope>", "<r:Nope>", "<loc_-1>", "<loc_64>", "<occ1>", "<occ99>"]))
+                  st.sampled_from(["<t:Nope>", "<r:Nope>", "<loc_-1>", "<loc_64>", "<occ1>", "<occ99>"]),
+                  st.sampled_from(SENTENCE), st.sampled_from(list(S.TYPE_TOKENS.values())))  # text events
+
+
+def check_records(records, words, size):
+    """What any parse result must satisfy: known types and roles of the right modality, spans inside the
+    sentence, boxes inside the image, no duplicates."""
+    assert len(set(records)) == len(records)
+    for rec in records:
+        if isinstance(rec, S.Relation):
+            targets = [rec.head, rec.tail]
+        else:
+            targets = [a.target for a in rec.arguments]
+            roles = (S.TEXT_ROLES if isinstance(rec, S.TextEvent) else S.IMAGE_ROLES)[rec.event_type]
+            assert all(a.role in roles for a in rec.arguments)
+        if isinstance(rec, S.TextEvent):
+            assert words is not None and all(isinstance(t, S.Span) for t in targets)
+            targets.append(rec.trigger)
+        if isinstance(rec, S.ImageEvent):
+            assert size is not None and all(isinstance(t, S.Box) for t in targets)
+        for t in targets:
+            if isinstance(t, S.Span):
+                assert 0 <= t.start < t.end <= len(words)
+            else:
+                assert 0 <= t.x1 and 0 <= t.y1 and t.x2 <= size[0] and t.y2 <= size[1]
 
 
 @FUZZ
 @given(tokens=st.lists(TOKEN, max_size=60),
-       words=st.none() | st.lists(st.sampled_from(WORDS) | st.text(max_size=4), max_size=12),
+       words=st.none() | st.just(SENTENCE) | st.lists(st.sampled_from(WORDS) | st.text(max_size=4), max_size=12),
        size=st.none() | st.tuples(st.integers(0, 5000), st.integers(0, 5000)))
 def test_parse_never_raises(tokens, words, size):
-    for rec in S.parse(tokens, words, size):
-        assert isinstance(rec, (S.TextEvent, S.ImageEvent, S.Relation))
-        if isinstance(rec, S.TextEvent) and words is not None:
-            assert 0 <= rec.trigger.start < rec.trigger.end <= len(words)
+    check_records(S.parse(tokens, words, size), words, size)
+
+
+# Mostly the sentence's own words, type, role and occurrence tokens: random sequences that often spell real
+# events, and words followed by an <occK> past their last occurrence.
+SENTENCE_TOKEN = st.one_of(
+    st.sampled_from(SENTENCE), st.sampled_from(SENTENCE), st.sampled_from(list(S.TYPE_TOKENS.values())),
+    st.sampled_from(list(S.ROLE_TOKENS.values())), st.sampled_from(S.LOC_TOKENS),
+    st.sampled_from([*S.OCC_TOKENS.values(), S.HEAD, S.TAIL, *list(S.REL_TOKENS.values())[:3]]), TOKEN)
+
+
+@FUZZ
+@given(tokens=st.lists(SENTENCE_TOKEN, min_size=4, max_size=60), size=st.none() | st.just(SIZE))
+def test_parse_random_tokens_over_a_real_sentence(tokens, size):
+    check_records(S.parse(tokens, SENTENCE, size), SENTENCE, size)
+
+
+@FUZZ
+@given(k=st.integers(1, len(GOLD)), opener=st.sampled_from([*S.TYPE_TOKENS.values(), *S.REL_TOKENS.values()]),
+       tail=st.lists(TOKEN, max_size=40))
+def test_parse_keeps_a_wellformed_prefix_whatever_follows(k, opener, tail):
+    """The first k gold records, then garbage that starts a new record: the k records are read back exactly,
+    so every case reaches a real text event with arguments (and the bounds checks run on it)."""
+    records = S.parse(S.linearise(GOLD[:k], SENTENCE, SIZE) + [opener] + tail, SENTENCE, SIZE)
+    assert records[:k] == GOLD[:k]
+    check_records(records, SENTENCE, SIZE)
 
 
 # ----------------------------------------------------------------------------- scorer

@@ -123,11 +123,23 @@ def test_runs_under_bf16_autocast():
 @pytest.mark.parametrize("seed", [10, 11])
 def test_kv_cache_generation_matches_full_recompute(overfit, has_image, seed):
     """Unseen inputs to the model of test_overfits_one_batch: a random-init model repeats one token forever,
-    this one answers with sequences of different lengths (2 to 7 tokens), so per-row stopping is exercised."""
+    this one answers with sequences of different lengths (2 to 7 tokens, when the batch has images), so
+    per-row stopping is exercised."""
     m, batch = overfit[0], make_batch(has_image=has_image, seed=seed)
     with_cache = m.generate(batch, 12)
     assert with_cache == m.generate(batch, 12, use_cache=False)
-    assert all(EOS not in row for row in with_cache)
+    # generate strips eos, so checking the rows for eos says nothing. Instead: every row stopped on its own eos
+    # before the 12-token cap, at different steps, and teacher forcing the row + eos through forward() gives
+    # back the same greedy tokens, eos included (the row stopped exactly where the model writes eos).
+    lengths = [len(row) for row in with_cache]
+    assert max(lengths) < 12, lengths
+    assert len(set(lengths)) > 1 or not any(has_image), lengths  # text-only rows all answer 2 tokens here
+    target = torch.full((3, max(lengths) + 1), PAD)
+    for b, row in enumerate(with_cache):
+        target[b, :len(row) + 1] = torch.tensor(row + [EOS])
+    greedy = m({**batch, "target_ids": target})[0].argmax(-1)
+    for b, row in enumerate(with_cache):
+        assert greedy[b, :len(row) + 1].tolist() == row + [EOS]
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -157,6 +169,37 @@ def lora_model(seed=0, r=4):
     for layer in M.lora_layers(m).values():  # a trained-looking adapter: B no longer zero
         nn.init.normal_(layer.lora_B, std=0.1)
     return m
+
+
+# y = x W^T + b + (x A^T B^T) * lora_alpha / r, by hand. W = [[1, 0, 2], [0, 1, -1]], b = [0.5, -1],
+# A = [[1, 0, 0], [0, 1, 1]] (r = 2), B = [[1, 0], [0, 2]], x = [1, 2, 3]:
+#   x W^T + b = [7.5, -2],  x A^T = [1, 5],  x A^T B^T = [1, 10],  B A = [[1, 0, 0], [0, 2, 2]].
+# lora_alpha != r, so a scaling of lora_alpha (or 1, or r / lora_alpha) gives other numbers.
+@pytest.mark.parametrize("lora_alpha, y, merged_weight", [
+    (6.0, [7.5 + 3 * 1, -2 + 3 * 10], [[4, 0, 2], [0, 7, 5]]),           # scaling 6 / 2 = 3
+    (1.0, [7.5 + 0.5 * 1, -2 + 0.5 * 10], [[1.5, 0, 2], [0, 2, 0]]),     # scaling 1 / 2
+])
+def test_lora_linear_known_answer(lora_alpha, y, merged_weight):
+    base = nn.Linear(3, 2)
+    with torch.no_grad():
+        base.weight.copy_(torch.tensor([[1.0, 0, 2], [0, 1, -1]]))
+        base.bias.copy_(torch.tensor([0.5, -1.0]))
+    layer = M.LoRALinear(base, r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
+    with torch.no_grad():
+        layer.lora_A.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 1]]))
+        layer.lora_B.copy_(torch.tensor([[1.0, 0], [0, 2]]))
+    x = torch.tensor([[1.0, 2, 3]])
+    torch.testing.assert_close(layer(x), torch.tensor([y]))
+    net = nn.Sequential(base)  # the same numbers through the public helpers: add_lora, then merge_lora
+    M.add_lora(net, targets=("0",), r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
+    with torch.no_grad():
+        net[0].lora_A.copy_(layer.lora_A)
+        net[0].lora_B.copy_(layer.lora_B)
+    torch.testing.assert_close(net(x), torch.tensor([y]))
+    M.merge_lora(net)
+    merged = torch.tensor(merged_weight, dtype=torch.float32)
+    torch.testing.assert_close(net[0].weight, merged)  # W + B A * lora_alpha / r
+    torch.testing.assert_close(net(x), torch.tensor([y]))
 
 
 def test_add_lora_wraps_the_attention_projections():

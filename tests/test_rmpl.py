@@ -87,3 +87,106 @@ def test_allowed_mask_is_schema_eos_and_prompt():
     assert mask[:, 4:n].all() and mask[:, 3].all() and not mask[:, :3].any()
     assert mask[0, [n, n + 1]].all() and not mask[0, n + 2] and mask[1, n + 2] and not mask[1, [n, n + 1]].any()
     assert not mask[:, n + 3:].any()
+
+
+# ----------------------------------------------------------------------------- task sampling
+@pytest.mark.parametrize("sizes, expected", [
+    # p_t = sqrt(n_t) / sum sqrt(n): 20, 10, 5 -> 4/7, 2/7, 1/7 (alpha 1 would give 16/21, 4/21, 1/21)
+    ({"text_event": 400, "image_event": 100, "relation": 25},
+     {"text_event": 4 / 7, "image_event": 2 / 7, "relation": 1 / 7}),
+    # 10, 6, 8, 2 -> /26
+    ({"text_mention": 100, "image_mention": 36, "text_argument": 64, "image_argument": 4},
+     {"text_mention": 10 / 26, "image_mention": 6 / 26, "text_argument": 8 / 26, "image_argument": 2 / 26}),
+    ({"text_event": 7, "relation": 7}, {"text_event": 0.5, "relation": 0.5}),  # equal sizes: equal shares
+])
+def test_task_sampling_weights_are_square_root_tempered(sizes, expected):
+    """The method's ALPHA = 0.5, computed by hand: changing the exponent must fail here."""
+    weights = rmpl.task_sampling_weights({t: [None] * n for t, n in sizes.items()})
+    assert weights == pytest.approx(expected, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- the extractor, decoder stubbed
+# RMPL.predict with `run` (the decoder) replaced by canned outputs keyed on what each example asks for:
+# (task, prompt, image). A prompt the stub does not know is a KeyError, so the test also pins which prompts
+# the two-pass extractor writes.
+def _tok(words):
+    return tuple(words.split())
+
+
+A1, A2, B1 = _tok("troops attacked the town and killed a man"), _tok("the man died"), _tok("nothing happened")
+ATTACK, DIE = S.TYPE_TOKENS["Conflict:Attack"], S.TYPE_TOKENS["Life:Die"]
+TM, TA = S.TASK_TOKENS["text_mention"], S.TASK_TOKENS["text_argument"]
+IM, IA = S.TASK_TOKENS["image_mention"], S.TASK_TOKENS["image_argument"]
+ANSWERS = {
+    # mention pass: two events in A_1, one in A_2, none in B_1
+    ("text_mention", (TM, "<sep>", *A1), None): [ATTACK, "attacked", DIE, "killed"],
+    ("text_mention", (TM, "<sep>", *A2), None): [DIE, "died"],
+    ("text_mention", (TM, "<sep>", *B1), None): [],
+    # argument pass: type and trigger agree -> the arguments are kept
+    ("text_argument", (TA, ATTACK, "attacked", "<sep>", *A1), None):
+        [ATTACK, "attacked", "<r:Attacker>", "troops", "<r:Target>", "the", "town"],
+    # the type disagrees (Attack for the Die prompt) -> the mention stays, without arguments
+    ("text_argument", (TA, DIE, "killed", "<sep>", *A1), None): [ATTACK, "killed", "<r:Attacker>", "troops"],
+    # the first event's trigger disagrees ("man" for "died"); the second agrees and gives the arguments
+    ("text_argument", (TA, DIE, "died", "<sep>", *A2), None):
+        [DIE, "man", "<r:Victim>", "the", DIE, "died", "<r:Victim>", "the", "man"],
+    ("image_mention", (IM,), "A_7.png"): [ATTACK],
+    ("image_mention", (IM,), "B_7.png"): [DIE],
+    # A_7 is 64 x 32: one bin is one pixel, so the boxes read back exactly
+    ("image_argument", (IA, ATTACK), "A_7.png"):
+        [ATTACK, "<r:Attacker>", "<loc_0>", "<loc_0>", "<loc_31>", "<loc_31>",
+         "<r:Target>", "<loc_32>", "<loc_8>", "<loc_63>", "<loc_31>"],
+    ("image_argument", (IA, DIE), "B_7.png"): [ATTACK, "<r:Attacker>", "<loc_0>", "<loc_0>", "<loc_1>", "<loc_1>"],
+}
+EXPECTED_LINES = [
+    {"sentence_id": "A_1", "events": [
+        {"event_type": "Conflict:Attack", "trigger": {"start": 1, "end": 2},
+         "arguments": [{"role": "Attacker", "start": 0, "end": 1}, {"role": "Target", "start": 2, "end": 4}]},
+        {"event_type": "Life:Die", "trigger": {"start": 5, "end": 6}, "arguments": []}]},
+    {"sentence_id": "A_2", "events": [
+        {"event_type": "Life:Die", "trigger": {"start": 2, "end": 3},
+         "arguments": [{"role": "Victim", "start": 0, "end": 2}]}]},
+    {"sentence_id": "B_1", "events": []},
+    {"image_id": "A_7", "events": [
+        {"event_type": "Conflict:Attack", "arguments": [{"role": "Attacker", "bbox": [0.0, 0.0, 32.0, 32.0]},
+                                                       {"role": "Target", "bbox": [32.0, 8.0, 64.0, 32.0]}]}]},
+    {"image_id": "B_7", "events": [{"event_type": "Life:Die", "arguments": []}]},
+    {"sentence_id": "A_1", "image_id": "A_7", "event_type": "Conflict:Attack"},  # same document, same type
+]
+
+
+def stub_extractor(answers):
+    """An RMPL whose decoder is a lookup table; `asked` records every example it was given."""
+    class Tok:  # what RMPL.__init__ reads
+        eos_id, pad_id = 3, 0
+
+        @staticmethod
+        def encode(tokens):
+            return list(range(4, 4 + len(tokens)))
+
+    class Net(torch.nn.Module):
+        cfg = type("Cfg", (), {"vocab_size": 4 + len(S.SPECIAL_TOKENS)})
+
+    extractor, asked = rmpl.RMPL(Net(), Tok()), []
+
+    def run(examples):
+        keys = [(e.task, tuple(e.prompt), e.image) for e in examples]
+        asked.extend(keys)
+        return [list(answers[k]) for k in keys]
+
+    extractor.run = run
+    return extractor, asked
+
+
+def test_predict_two_passes_with_stubbed_decoder():
+    extractor, asked = stub_extractor(ANSWERS)
+    sentences = [Sentence("A_1", A1), Sentence("A_2", A2), Sentence("B_1", B1)]
+    images = [Image("A_7", (64, 32), path="A_7.png"), Image("B_7", (64, 64), path="B_7.png")]
+    pred = extractor.predict(sentences, images)
+    # every sentence and image once in the mention pass; one argument prompt per predicted event, no more
+    assert sorted(asked, key=repr) == sorted(ANSWERS, key=repr)
+    assert rmpl.prediction_lines(pred) == EXPECTED_LINES
+    args = (Argument("Attacker", Span(0, 1)), Argument("Target", Span(2, 4)))
+    attack = TextEvent("Conflict:Attack", Span(1, 2), args)
+    assert pred.sentences["A_1"][0] == attack
+    assert pred.images["A_7"][0].arguments[1] == Argument("Target", Box(32, 8, 64, 32))

@@ -279,7 +279,7 @@ def _read_m2e2_sentences(d: Path) -> dict[str, Sentence]:
 
 @gc_paused
 def read_m2e2(directory, images: bool = False) -> M2E2:
-    """Read the five official M2E2 files in `directory` (see docs/m2e2.md);
+    """Read the five official M2E2 files in `directory` (README, "Scoring M2E2 predictions");
     raise DataError on any problem.
 
     Sentences: the union of text_only_event.json and text_multimedia_event.json; an id in both

@@ -184,8 +184,8 @@ def multitask_loss(ce_sum: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch
 
 # ============================================================================= extraction
 def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
-    """A record in the prediction format of m2e2.md. Boxes keep full float precision, so a
-    prediction file scores exactly as the predictions it was written from."""
+    """A record in the prediction format (README, "Scoring M2E2 predictions"). Boxes keep full float
+    precision, so a prediction file scores exactly as the predictions it was written from."""
     out = {"event_type": ev.event_type, "arguments": []}
     if isinstance(ev, S.TextEvent):
         out["trigger"] = {"start": ev.trigger.start, "end": ev.trigger.end}
@@ -198,8 +198,8 @@ def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
 
 
 class RMPL:
-    """A trained model that reads M2E2 documents and writes predictions (the JSON Lines of
-    m2e2.md)."""
+    """A trained model that reads M2E2 documents and writes predictions (README, "Scoring M2E2
+    predictions")."""
 
     def __init__(self, net: M.Seq2Seq, tokenizer: tensors.Tokenizer, tasks=STAGE_TASKS[2],
                  batch_size: int = 64):
@@ -258,7 +258,7 @@ class RMPL:
         return S.Predictions(text, pics, self._links(sentences, images, text, pics))
 
     def extract(self, sentences: list[S.Sentence], images: list[S.Image]) -> list[dict]:
-        """``predict``, written as the JSON Lines objects of the prediction format (m2e2.md)."""
+        """``predict``, written as the JSON Lines objects of the prediction format (README)."""
         return prediction_lines(self.predict(sentences, images))
 
     def _text_events(self, sentences) -> dict[str, list[S.TextEvent]]:
@@ -313,8 +313,8 @@ class RMPL:
 
 
 def prediction_lines(pred: S.Predictions) -> list[dict]:
-    """Predictions -> the JSON Lines objects of m2e2.md (one per sentence, one per image, one
-    per link)."""
+    """Predictions -> the JSON Lines objects of the prediction format (one per sentence, one per
+    image, one per link)."""
     return ([{"sentence_id": k, "events": [event_json(e) for e in evs]}
              for k, evs in pred.sentences.items()]
             + [{"image_id": k, "events": [event_json(e) for e in evs]}

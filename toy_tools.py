@@ -125,7 +125,8 @@ RULE = {"Conflict:Attack": ("Attacker", "Target", "Place"),
 
 def keyword_events(words) -> list[dict]:
     """Every trigger phrase of the templates found in the sentence (longest first, ambiguous words
-    included), with arguments by the nearest-word rule; the prediction-file form of m2e2.md."""
+    included), with arguments by the nearest-word rule; in the prediction format (README, "Scoring
+    M2E2 predictions")."""
     low, events, taken = [w.lower() for w in words], [], set()
     for phrase, t in TRIGGER_WORDS:
         for i in range(len(low) - len(phrase) + 1):

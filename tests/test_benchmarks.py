@@ -28,3 +28,15 @@ def test_paired_differences_are_per_seed():
                "joint": {"0": {"test": cells(40.0)}, "1": {"test": cells(60.0)}, "2": {"test": cells(0.0)}}}
     row = next(line for line in ablation.contrasts(results, "test").splitlines() if line.startswith("| joint"))
     assert row.count("+10.0 ± 0.0") == len(ablation.CELLS) and row.endswith("| 2 |")  # seed 2 has no rmpl: left out
+
+
+def test_peers_writes_the_gold_as_predictions_that_score_100(tmp_path, capsys):
+    import evaluate
+    import peers
+    world = toy.generate(tmp_path / "w", seed=0, **TINY)
+    gold_dir = world / "m2e2" / "test"
+    peers.main(["gold", str(gold_dir)])
+    (tmp_path / "gold.jsonl").write_text(capsys.readouterr().out)
+    evaluate.main(["--gold", str(gold_dir), "--pred", str(tmp_path / "gold.jsonl"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert all(result[c]["f1"] == 100.0 for c in evaluate.CELLS if result[c]["gold"])

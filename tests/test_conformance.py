@@ -1,17 +1,21 @@
-"""Conformance: evaluate.py reproduces every value of the table in docs/m2e2.md on the real M2E2 files.
+"""Conformance: evaluate.py reproduces the published values of the conformance table (README,
+"Scoring M2E2 predictions") on the real M2E2 files and the peers' own output files.
 
-The peer outputs in ../shared/data/peers/ come in the peers' own formats; the converters below write them
-as evaluate.py's JSON Lines (they live here, not in evaluate.py, because only these tests need them).
-Skips without ../shared.
+The peer outputs in ../shared/data/peers/ come in the peers' own formats; benchmarks/peers.py writes them
+as evaluate.py's JSON Lines. Skips without ../shared.
 """
 import functools
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from data import read_m2e2
 from evaluate import CELLS, load_predictions, score
-from schema import EVENT_TYPES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from peers import gold_lines, mmutf_lines, unicl_lines  # noqa: E402
 
 SWITCHES = ("keep_events", "trigger_start", "gold_images_only", "unattached_args")
 
@@ -29,53 +33,6 @@ def gold(shared_dir):
 def write_jsonl(path, lines):
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
-
-
-def gold_lines(gold):
-    """The gold written as a prediction file (image ids with .jpg, which must be stripped)."""
-    for s in gold.sentences.values():
-        yield {"sentence_id": s.id, "events": [
-            {"event_type": e.event_type, "trigger": {"start": e.trigger.start, "end": e.trigger.end},
-             "arguments": [{"role": a.role, "start": a.target.start, "end": a.target.end} for a in e.arguments]}
-            for e in s.events]}
-    for i in gold.images.values():
-        yield {"image_id": i.id + ".jpg", "events": [
-            {"event_type": e.event_type,
-             "arguments": [{"role": a.role, "bbox": [a.target.x1, a.target.y1, a.target.x2, a.target.y2]}
-                           for a in e.arguments]} for e in i.events]}
-    for x in gold.links:
-        yield {"sentence_id": x.sentence_id, "image_id": x.image_id, "event_type": x.event_type}
-
-
-def mmutf_lines(peers):
-    """MMUTF: text {"wnd_id", "start", "end", "event_type"} per line; images {"wnd_id", "trigger": type} per
-    line; coref a JSON list of [sentence_id, image_id, type]."""
-    for line in (peers / "mmutf_text_triggers.json").read_text().splitlines():
-        r = json.loads(line)
-        yield {"sentence_id": r["wnd_id"],
-               "events": [{"event_type": r["event_type"], "trigger": {"start": r["start"], "end": r["end"]}}]}
-    for line in (peers / "mmutf_img_triggers.json").read_text().splitlines():
-        r = json.loads(line)
-        yield {"image_id": r["wnd_id"], "events": [{"event_type": r["trigger"]}]}
-    for sid, iid, t in json.loads((peers / "mmutf_coref_triggers.json").read_text()):
-        yield {"sentence_id": sid, "image_id": iid, "event_type": t}
-
-
-def unicl_lines(shared):
-    """UniCL conll: one block per sentence record in file order (text_only, then text_multimedia), one token
-    per line, `B-<Subtype>` tags in the 3rd column with '_' for '-' (Arrest_Jail). One-token triggers."""
-    names = {t.split(":")[1].replace("-", "_"): t for t in EVENT_TYPES}
-    m2e2 = shared / "data" / "m2e2"
-    records = [r for name in ("text_only_event.json", "text_multimedia_event.json")
-               for r in json.loads((m2e2 / name).read_text())]
-    blocks = (shared / "data" / "peers" / "unicl_predict_ref.conll").read_text().strip("\n").split("\n\n")
-    assert len(blocks) == len(records) == 6205
-    for record, block in zip(records, blocks):
-        tags = [line.split()[2] for line in block.split("\n")]
-        assert len(tags) == len(record["words"]), record["sentence_id"]
-        yield {"sentence_id": record["sentence_id"],
-               "events": [{"event_type": names[tag[2:]], "trigger": {"start": k, "end": k + 1}}
-                          for k, tag in enumerate(tags) if tag.startswith("B-")]}
 
 
 def cell(result, name):

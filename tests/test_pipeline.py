@@ -48,7 +48,8 @@ def test_stage1_stage2_evaluate(world, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)  # exactly one JSON object
     gold = read_m2e2(world / "m2e2" / "test")
     check_cells(result, gold)
-    pred = out / "stage2" / "predictions_test.jsonl"
+    pred = evaluate.default_pred_out(out / "stage2", world / "m2e2" / "test")
+    assert pred.name == f"predictions_{world.name}_m2e2_test.jsonl"
     ids = {json.loads(line).get("sentence_id") for line in pred.read_text().splitlines()}
     assert set(gold.sentences) <= ids  # one line per sentence at least
     evaluate.main(["--gold", str(world / "m2e2" / "test"), "--pred", str(pred), "--json"])
@@ -106,7 +107,7 @@ def test_lora_evaluation_scores_what_the_adapter_computes(world, tmp_path, capsy
     extractor = rmpl.RMPL(unmerged, tok, tasks)
     assert evaluated.run(examples) == extractor.run(examples)  # the same greedy tokens
     pred = extractor.predict(list(gold.sentences.values()), list(gold.images.values()))
-    written = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in evaluate.default_pred_out(run, world / "m2e2" / "test").read_text().splitlines()]
     assert written == json.loads(json.dumps(rmpl.prediction_lines(pred)))
     assert evaluate.score(gold, pred) == result
 

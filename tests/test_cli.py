@@ -1,0 +1,91 @@
+"""A new user's path through the commands (issue 15): what each mistake says, through main([...])."""
+import json
+
+import pytest
+
+import evaluate
+import toy
+import train
+
+TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
+            mnre_test=4, m2e2_dev=2, m2e2_test=2)
+FAST = ["--max-steps", "2", "--batch-size", "4", "--eval-every", "2", "--eval-batches", "1", "--dev-docs", "0"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return toy.generate(tmp_path_factory.mktemp("toy"), seed=0, **TINY)
+
+
+def exit_message(argv) -> str:
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv)
+    return str(stop.value.code)
+
+
+@pytest.mark.parametrize("flag, value", [("--max-steps", "-5"), ("--batch-size", "0"), ("--lr", "-1"),
+                                         ("--eval-every", "0"), ("--model-size", "huge"), ("--stage", "3")])
+def test_bad_values_are_refused_before_anything_runs(flag, value, tmp_path, capsys):
+    assert exit_message([flag, value, "--out", str(tmp_path)]) == "2"  # argparse's usage error
+    assert flag.lstrip("-").split("-")[0] in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_flag_has_help(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "stage 1: 2000; stage 2: 600" in text  # --max-steps' defaults per stage
+    for name in ("--init", "--tasks", "--dev-docs", "--eval-batches", "--lora-rank"):
+        assert text.split(name, 2)[2].split("--", 1)[0].strip(), f"{name} has no help"
+
+
+def test_an_existing_run_is_not_overwritten(world, tmp_path):
+    args = ["--data", str(world), "--out", str(tmp_path), *FAST]
+    train.main(args)
+    before = (tmp_path / "stage1" / "model.safetensors").read_bytes()
+    message = exit_message(args)
+    assert "already holds a run" in message and "--resume" in message and "--out" in message
+    assert (tmp_path / "stage1" / "model.safetensors").read_bytes() == before
+
+
+def test_stage2_without_stage1_fails_before_reading_data(world, tmp_path, capsys):
+    message = exit_message(["--stage", "2", "--data", str(world), "--out", str(tmp_path), *FAST])
+    assert "no model.safetensors in" in message and "--init" in message
+    assert "reading" not in capsys.readouterr().out and not (tmp_path / "stage2").exists()
+
+
+def test_a_lora_run_resumes_with_its_own_settings(world, tmp_path, capsys):
+    base = tmp_path / "base"
+    train.main(["--data", str(world), "--out", str(base), *FAST])
+    lora = ["--stage", "2", "--data", str(world), "--out", str(tmp_path / "lora"), "--init", str(base / "stage1")]
+    train.main([*lora, "--lora-rank", "4", *FAST])
+    capsys.readouterr()
+    train.main(["--stage", "2", "--out", str(tmp_path / "lora"), "--resume", "--max-steps", "3"])  # no --lora-rank
+    out = capsys.readouterr().out
+    assert "resuming" in out and "at step 2 of 3" in out and "(from step 2)" in out
+    assert json.loads((tmp_path / "lora" / "stage2" / "rmpl.json").read_text())["config"]["lora_rank"] == 4
+    train.main(["--stage", "2", "--out", str(tmp_path / "lora"), "--resume", "--max-steps", "3"])
+    assert "already done" in capsys.readouterr().out
+
+
+def test_no_training_text_is_one_clear_line(world, tmp_path):
+    empty = toy.generate(tmp_path / "w", seed=0, **TINY)
+    (empty / "ace" / "train.json").write_text("[]")
+    (empty / "mnre" / "train.txt").write_text("")
+    message = exit_message(["--data", str(empty), "--out", str(tmp_path / "runs"), *FAST])
+    assert message.startswith("train.py: ") and "no training sentences" in message
+
+
+def test_missing_prediction_file_is_one_clear_line(world, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--gold", str(world / "m2e2" / "test"), "--pred", str(tmp_path / "nope.jsonl")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: --pred {tmp_path / 'nope.jsonl'}: no such file"
+
+
+def test_predictions_of_two_data_roots_do_not_overwrite_each_other(tmp_path):
+    ckpt = tmp_path / "runs" / "stage2"
+    a = evaluate.default_pred_out(ckpt, tmp_path / "toy" / "m2e2" / "test")
+    b = evaluate.default_pred_out(ckpt, tmp_path / "toy_s1" / "m2e2" / "test")
+    assert a != b and a.parent == b.parent == ckpt

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -419,7 +420,10 @@ def ensure_data(path, default: str = DEFAULT_DATA) -> Path:
         sys.exit(2)
     print(f"generating the toy world in {root} "
           f"(first use; `python toy.py --out {root}` does the same) ...", flush=True)
-    generate(root, seed=0)
+    partial = root.with_name(root.name + ".partial")  # a generation cut off is never taken for a world
+    shutil.rmtree(partial, ignore_errors=True)
+    generate(partial, seed=0)
+    partial.rename(root)
     return root
 
 

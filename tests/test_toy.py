@@ -82,12 +82,13 @@ def test_ensure_data_generates_only_the_default(tmp_path, monkeypatch, capsys):
     default = tmp_path / "default"
     assert toy.ensure_data(str(default), default=str(default)) == default
     assert toy.ensure_data(str(default), default=str(default)) == default  # second use: there
-    assert made == [(default, 0)]
+    assert made == [(tmp_path / "default.partial", 0)]  # written aside, then renamed: never half a world
+    assert default.is_dir() and not (tmp_path / "default.partial").exists()
     assert toy.ensure_data(default, default="elsewhere") == default  # it exists: taken as it is
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:  # a mistyped --data never becomes a fresh world
         toy.ensure_data(tmp_path / "typo", default=str(default))
-    assert e.value.code == 2 and made == [(default, 0)] and not (tmp_path / "typo").exists()
+    assert e.value.code == 2 and len(made) == 1 and not (tmp_path / "typo").exists()
     err = capsys.readouterr().err
     assert err.startswith("error: --data ") and "typo does not exist" in err
     assert err.count("\n") == 1

@@ -1,4 +1,4 @@
-"""Evaluate: score M2E2 predictions under one stated protocol.
+r"""Evaluate: score M2E2 predictions under one stated protocol.
 
 The published M2E2 scorers disagree (see the README and docs), so this file
 implements one protocol, ``strict``, and the four relaxations peers use as
@@ -13,13 +13,15 @@ Every cell is micro P / R / F1 over sets of tuples, always with its
 match / pred / gold counts:
 
     text mention        (sentence_id, trigger_start, trigger_end, event_type)
-    text argument       (sentence_id, trigger_start, trigger_end, event_type, arg_start, arg_end, role)
+    text argument       (sentence_id, trigger_start, trigger_end, event_type,
+                         arg_start, arg_end, role)
     image mention       (image_id, event_type)
     image argument      (event_type, role, box) matched one-to-one to gold boxes at IoU >= 0.5
     multimedia mention  (sentence_id, image_id, event_type)
     multimedia argument text arguments of the linked sentences + boxes of the linked images
 
-    python evaluate.py --gold ../shared/data/m2e2 --pred predictions.jsonl [--trigger-start ...] [--json]
+    python evaluate.py --gold ../shared/data/m2e2 --pred predictions.jsonl \
+        [--trigger-start ...] [--json]
 
 The filtering switches (keep_events, gold_images_only) change the text and
 image cells only; the key switches (trigger_start, unattached_args) also change
@@ -39,7 +41,8 @@ import warnings
 from pathlib import Path
 
 from data import M2E2, gc_paused, read_m2e2
-from schema import EVENT_TYPES, IMAGE_ROLES, ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link, Predictions, Span, TextEvent
+from schema import (EVENT_TYPES, IMAGE_ROLES, ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link,
+                    Predictions, Span, TextEvent)
 
 CELLS = ("text_mention", "text_argument", "image_mention", "image_argument", "multimedia_mention",
          "multimedia_argument")
@@ -109,7 +112,8 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
             if not isinstance(a, dict):
                 fail(f"{awhat} must be a JSON object, got {a!r}")
             role = _get(a, "role", str, awhat, fail)
-            if role not in ROLES:  # a role of another type can only be a false positive; a typo is an error
+            # a role of another type can only be a false positive; a typo is an error
+            if role not in ROLES:
                 fail(f"{awhat}: unknown role {role!r} (expected one of {', '.join(roles)} for {t})")
             target = _box(a.get("bbox"), awhat, fail) if image else _span(a, awhat, length, fail)
             args.append(Argument(role, target))
@@ -123,7 +127,8 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
 
 @gc_paused
 def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
-    """Read a JSON Lines prediction file (format in docs/m2e2.md); several lines for one id merge.
+    """Read a JSON Lines prediction file (format: README, "Scoring M2E2 predictions"); several
+    lines for one id merge.
 
     Raises PredictionError (file, line, what is wrong) on anything that cannot be scored; warns
     about ids outside the gold universe, whose events are then scored as false positives."""
@@ -158,12 +163,12 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
                 fail("missing key 'sentence_id' or 'image_id'")
     unknown = unknown_ids(gold, pred)
     if unknown:
-        warnings.warn(f"{path}: {len(unknown)} predicted ids are not in the gold universe (scored as false "
-                      f"positives), e.g. {', '.join(unknown[:5])}", stacklevel=2)
+        warnings.warn(f"{path}: {len(unknown)} predicted ids are not in the gold universe "
+                      f"(scored as false positives), e.g. {', '.join(unknown[:5])}", stacklevel=2)
     off_type = off_type_roles(pred)
     if off_type:
-        warnings.warn(f"{path}: {off_type} arguments have a role that their event type does not have in "
-                      f"their modality (scored as false positives)", stacklevel=2)
+        warnings.warn(f"{path}: {off_type} arguments have a role that their event type does not "
+                      f"have in their modality (scored as false positives)", stacklevel=2)
     return pred
 
 
@@ -179,16 +184,16 @@ def unknown_ids(gold: M2E2, pred: Predictions) -> list[str]:
 def off_type_roles(pred: Predictions) -> int:
     """How many predicted arguments have a role that is not one of their event type's roles in their
     modality (a schema role, e.g. 'Artifact' on Life:Die): well-formed, and never a match."""
-    text = sum(a.role not in TEXT_ROLES[e.event_type] for evs in pred.sentences.values() for e in evs
-               for a in e.arguments)
-    return text + sum(a.role not in IMAGE_ROLES[e.event_type] for evs in pred.images.values() for e in evs
-                      for a in e.arguments)
+    text = sum(a.role not in TEXT_ROLES[e.event_type]
+               for evs in pred.sentences.values() for e in evs for a in e.arguments)
+    return text + sum(a.role not in IMAGE_ROLES[e.event_type]
+                      for evs in pred.images.values() for e in evs for a in e.arguments)
 
 
 # ----------------------------------------------------------------------------- scoring
 def iou(a: tuple, b: tuple) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes, continuous areas (no +1); 0 when they only
-    touch or either has zero area."""
+    """Intersection over union of two (x1, y1, x2, y2) boxes, continuous areas (no +1); 0 when
+    they only touch or either has zero area."""
     w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
     if w <= 0 or h <= 0:
         return 0.0
@@ -197,8 +202,9 @@ def iou(a: tuple, b: tuple) -> float:
 
 
 def match_boxes(pred: list[tuple], gold: list[tuple]) -> int:
-    """Greedy one-to-one matching of (event_type, role, box) triples of one image: a pair needs the same
-    type and role and IoU >= 0.5; pairs are taken by descending IoU, ties by earlier pred, then earlier gold."""
+    """Greedy one-to-one matching of (event_type, role, box) triples of one image: a pair needs
+    the same type and role and IoU >= 0.5; pairs are taken by descending IoU, ties by earlier
+    pred, then earlier gold."""
     pairs = []
     for i, (pt, pr, pb) in enumerate(pred):
         for j, (gt, gr, gb) in enumerate(gold):
@@ -214,9 +220,11 @@ def match_boxes(pred: list[tuple], gold: list[tuple]) -> int:
     return len(used_pred)
 
 
-def _tables(sentences: dict, images: dict, links, trigger_start: bool, unattached_args: bool) -> dict:
-    """One side (gold or pred) as the tuples every cell is computed from. Text keys keep a fixed layout
-    (sid, trigger_start, trigger_end, type, arg_start, arg_end, role); a switch blanks fields with None."""
+def _tables(sentences: dict, images: dict, links, trigger_start: bool,
+            unattached_args: bool) -> dict:
+    """One side (gold or pred) as the tuples every cell is computed from. Text keys keep a fixed
+    layout (sid, trigger_start, trigger_end, type, arg_start, arg_end, role); a switch blanks
+    fields with None."""
     mentions, args = set(), set()
     for sid, events in sentences.items():
         for e in events:
@@ -224,14 +232,16 @@ def _tables(sentences: dict, images: dict, links, trigger_start: bool, unattache
             mentions.add((sid, *trigger, e.event_type))
             if unattached_args:
                 trigger = (None, None)
-            args.update((sid, *trigger, e.event_type, a.target.start, a.target.end, a.role) for a in e.arguments)
+            args.update((sid, *trigger, e.event_type, a.target.start, a.target.end, a.role)
+                        for a in e.arguments)
     boxes = {}  # image id -> [(type, role, (x1, y1, x2, y2))], exact duplicates removed, order kept
     for iid, events in images.items():
         triples = ((e.event_type, a.role, (a.target.x1, a.target.y1, a.target.x2, a.target.y2))
                    for e in events for a in e.arguments)
         boxes[iid] = list(dict.fromkeys(triples))
     return {"text_mention": mentions, "text_argument": args,
-            "image_mention": {(iid, e.event_type) for iid, events in images.items() for e in events},
+            "image_mention": {(iid, e.event_type)
+                              for iid, events in images.items() for e in events},
             "boxes": boxes, "links": {(x.sentence_id, x.image_id, x.event_type) for x in links}}
 
 
@@ -262,7 +272,8 @@ def _boxes(g: dict, p: dict) -> tuple[int, int, int]:
 
 
 def _multimedia_argument(t: dict) -> tuple[set, dict]:
-    """Text arguments of the linked sentences' events of the link's type; all boxes of linked images, once."""
+    """Text arguments of the linked sentences' events of the link's type; all boxes of linked
+    images, once."""
     linked = {(s, typ) for s, _, typ in t["links"]}
     images = {i for _, i, _ in t["links"]}
     return ({k for k in t["text_argument"] if (k[0], k[3]) in linked},
@@ -281,9 +292,12 @@ def _score_tables(g: dict, p: dict, sentences: set | None, images: set | None) -
     p_text, p_boxes = _multimedia_argument(p)
     text_counts, box_counts = _sets(g_text, p_text), _boxes(g_boxes, p_boxes)
     counts = {
-        "text_mention": _sets(keep(g["text_mention"], sentences, 0), keep(p["text_mention"], sentences, 0)),
-        "text_argument": _sets(keep(g["text_argument"], sentences, 0), keep(p["text_argument"], sentences, 0)),
-        "image_mention": _sets(keep(g["image_mention"], images, 0), keep(p["image_mention"], images, 0)),
+        "text_mention": _sets(keep(g["text_mention"], sentences, 0),
+                              keep(p["text_mention"], sentences, 0)),
+        "text_argument": _sets(keep(g["text_argument"], sentences, 0),
+                               keep(p["text_argument"], sentences, 0)),
+        "image_mention": _sets(keep(g["image_mention"], images, 0),
+                               keep(p["image_mention"], images, 0)),
         "image_argument": _boxes(keep_boxes(g["boxes"]), keep_boxes(p["boxes"])),
         "multimedia_mention": _sets(g["links"], p["links"]),
         "multimedia_argument": tuple(a + b for a, b in zip(text_counts, box_counts)),
@@ -291,9 +305,10 @@ def _score_tables(g: dict, p: dict, sentences: set | None, images: set | None) -
     return {name: _cell(*counts[name]) for name in CELLS}
 
 
-def _prepare(gold: M2E2, pred: Predictions, keep_events: bool, trigger_start: bool, gold_images_only: bool,
-             unattached_args: bool) -> tuple:
-    g = _tables({s.id: s.events for s in gold.sentences.values()}, {i.id: i.events for i in gold.images.values()},
+def _prepare(gold: M2E2, pred: Predictions, keep_events: bool, trigger_start: bool,
+             gold_images_only: bool, unattached_args: bool) -> tuple:
+    g = _tables({s.id: s.events for s in gold.sentences.values()},
+                {i.id: i.events for i in gold.images.values()},
                 gold.links, trigger_start, unattached_args)
     p = _tables(pred.sentences, pred.images, pred.links, trigger_start, unattached_args)
     sentences = {s.id for s in gold.sentences.values() if s.events} if keep_events else None
@@ -303,87 +318,134 @@ def _prepare(gold: M2E2, pred: Predictions, keep_events: bool, trigger_start: bo
 
 def score(gold: M2E2, pred: Predictions, keep_events: bool = False, trigger_start: bool = False,
           gold_images_only: bool = False, unattached_args: bool = False) -> dict:
-    """Score predictions against the gold: the six cells, each {p, r, f1, match, pred, gold} (percentages to
-    2 places), "unknown_ids": how many predicted ids the gold does not know, and "off_type_roles": how many
-    predicted arguments have a role their event type lacks (both scored as false positives)."""
-    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only, unattached_args)
+    """Score predictions against the gold: the six cells, each {p, r, f1, match, pred, gold}
+    (percentages to 2 places), "unknown_ids": how many predicted ids the gold does not know, and
+    "off_type_roles": how many predicted arguments have a role their event type lacks (both scored
+    as false positives)."""
+    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only,
+                                       unattached_args)
     return {**_score_tables(g, p, sentences, images), "unknown_ids": len(unknown_ids(gold, pred)),
             "off_type_roles": off_type_roles(pred)}
 
 
-def score_by_type(gold: M2E2, pred: Predictions, keep_events: bool = False, trigger_start: bool = False,
-                  gold_images_only: bool = False, unattached_args: bool = False) -> dict[str, dict]:
-    """The six cells per event type: each type scored with everything (events, boxes, links) of the other
-    types removed from both sides. Text and image cells add up to score(); multimedia cells need not (an
-    image linked under two types counts under both)."""
-    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only, unattached_args)
-    return {t: _score_tables(_only_type(g, t), _only_type(p, t), sentences, images) for t in EVENT_TYPES}
+def score_by_type(gold: M2E2, pred: Predictions, keep_events: bool = False,
+                  trigger_start: bool = False, gold_images_only: bool = False,
+                  unattached_args: bool = False) -> dict[str, dict]:
+    """The six cells per event type: each type scored with everything (events, boxes, links) of the
+    other types removed from both sides. Text and image cells add up to score(); multimedia cells
+    need not (an image linked under two types counts under both)."""
+    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only,
+                                       unattached_args)
+    return {t: _score_tables(_only_type(g, t), _only_type(p, t), sentences, images)
+            for t in EVENT_TYPES}
 
 
 # ----------------------------------------------------------------------------- command line
 def format_table(cells: dict, title: str = "") -> str:
-    """The six cells as an aligned text table (rows text / image / multimedia x mention / argument)."""
+    """The six cells as an aligned text table (rows text / image / multimedia x mention /
+    argument)."""
     lines = [f"{title:<32}{'P':>7}{'R':>7}{'F1':>7}{'match':>7}{'pred':>7}{'gold':>7}"]
     for name in CELLS:
         modality, kind = name.split("_")
         c = cells[name]
         label = f"{modality} {'event mention' if kind == 'mention' else 'argument role'}"
-        lines.append(f"{label:<32}{c['p']:>7.2f}{c['r']:>7.2f}{c['f1']:>7.2f}{c['match']:>7}{c['pred']:>7}"
-                     f"{c['gold']:>7}")
+        lines.append(f"{label:<32}{c['p']:>7.2f}{c['r']:>7.2f}{c['f1']:>7.2f}{c['match']:>7}"
+                     f"{c['pred']:>7}{c['gold']:>7}")
     return "\n".join(lines)
 
 
 def resolve_gold(data_dir: str | Path, split: str) -> Path:
-    """``--data`` may be an M2E2 directory itself or a train.py data root holding ``m2e2/{split}``."""
+    """``--data`` may be an M2E2 directory itself or a train.py data root holding
+    ``m2e2/{split}``."""
     d = Path(data_dir)
     return d if (d / "text_only_event.json").exists() else d / "m2e2" / split
 
 
+SWITCHES = {
+    "keep_events": "score text only on sentences that have a gold event (WASE)",
+    "trigger_start": "compare triggers by their first word only (UniCL, CAMEL)",
+    "gold_images_only": "score images only on those with a gold event (X-MTL)",
+    "unattached_args": "text argument key without the trigger (TextEE Arg-C, MMUTF)",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Score M2E2 predictions under the strict protocol (the README's 'Scoring M2E2 "
+                    "predictions' section). With --pred: score that file. Without: run the trained "
+                    "model of --checkpoint on --data/--split, write its predictions, score them.")
+    p.add_argument("--pred", help="a prediction file to score, JSON Lines (format: README, "
+                                  "'Scoring M2E2 predictions')")
+    p.add_argument("--gold",
+                   help="directory of the M2E2 annotation files (default: from --data, --split)")
+    p.add_argument("--checkpoint", default="runs/stage2",
+                   help="a train.py run directory (default %(default)s)")
+    p.add_argument("--data", default="data/toy",
+                   help="an M2E2 directory (with images/) or a data root holding m2e2/SPLIT "
+                        "(default %(default)s)")
+    p.add_argument("--split", default="test", choices=("dev", "test"), help="default %(default)s")
+    p.add_argument("--pred-out",
+                   help="where the model's predictions go (default: CHECKPOINT/predictions_"
+                        "<last three parts of the gold directory>.jsonl)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    for name, help in SWITCHES.items():
+        p.add_argument("--" + name.replace("_", "-"), action="store_true",
+                       help=f"relaxation: {help}")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--by-type", action="store_true", help="also score each event type separately")
+    return p.parse_args(argv)
+
+
+def default_pred_out(checkpoint, gold_dir: Path) -> Path:
+    """CHECKPOINT/predictions_toy_m2e2_test.jsonl for data/toy/m2e2/test: one file per gold
+    directory, so scoring another data root does not overwrite the toy predictions."""
+    return Path(checkpoint) / f"predictions_{'_'.join(gold_dir.resolve().parts[-3:])}.jsonl"
+
+
+def read_or_predict(args, gold_dir: Path) -> tuple[M2E2, Predictions]:
+    """The gold and the predictions: read from --pred, or made by the --checkpoint model
+    (rmpl.py)."""
+    if args.pred:
+        if not Path(args.pred).is_file():
+            raise ValueError(f"--pred {args.pred}: no such file")
+        gold = read_m2e2(gold_dir)
+        return gold, load_predictions(args.pred, gold)
+    import rmpl  # running a model is rmpl.py's job; the scorer itself never loads torch
+    if not Path(args.checkpoint, rmpl.INFO_FILE).exists():
+        raise ValueError(f"{args.checkpoint}: no trained model here (run `python train.py "
+                         f"--stage 1` and `--stage 2` first, or pass --checkpoint DIR or "
+                         f"--pred FILE)")
+
+    gold = read_m2e2(gold_dir, images=True)
+    out = Path(args.pred_out) if args.pred_out else default_pred_out(args.checkpoint, gold_dir)
+    pred = rmpl.predict_file(args.checkpoint, gold, out, args.device)
+    print(f"predictions: {out}", file=sys.stderr)
+    return gold, pred
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Score M2E2 predictions under the strict protocol. With --pred: score that file. "
-                    "Without: run the model of --checkpoint on --data/--split, write its predictions, score them.")
-    parser.add_argument("--pred", help="prediction file to score, JSON Lines (see docs/m2e2.md)")
-    parser.add_argument("--gold", help="directory of the M2E2 annotation files (default: from --data and --split)")
-    parser.add_argument("--checkpoint", default="runs/stage2", help="a train.py output directory")
-    parser.add_argument("--data", default="data/toy", help="an M2E2 directory (with images/), or a data root with m2e2/SPLIT")
-    parser.add_argument("--split", default="test", choices=("dev", "test"))
-    parser.add_argument("--pred-out", help="where the model's predictions go (default CHECKPOINT/predictions_SPLIT.jsonl)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    for switch in ("keep-events", "trigger-start", "gold-images-only", "unattached-args"):
-        parser.add_argument(f"--{switch}", action="store_true", help="peer-compatible relaxation (see docstring)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--by-type", action="store_true", help="also score each event type separately")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     gold_dir = Path(args.gold) if args.gold else resolve_gold(args.data, args.split)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if args.pred:
-                gold = read_m2e2(gold_dir)
-                pred = load_predictions(args.pred, gold)
-            else:
-                import rmpl  # running a model is rmpl.py's job; the scorer itself never loads torch
-                if not Path(args.checkpoint, rmpl.INFO_FILE).exists():
-                    raise ValueError(f"{args.checkpoint}: no trained model here (run `python train.py --stage 1` and "
-                                     f"`--stage 2` first, or pass --checkpoint DIR or --pred FILE)")
-                gold = read_m2e2(gold_dir, images=True)
-                out = Path(args.pred_out or Path(args.checkpoint) / f"predictions_{args.split}.jsonl")
-                pred = rmpl.predict_file(args.checkpoint, gold, out, args.device)
-                print(f"predictions: {out}", file=sys.stderr)
+            gold, pred = read_or_predict(args, gold_dir)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-    except (OSError, ValueError) as e:  # PredictionError, DataError, CheckpointError, a missing file
+    # PredictionError, DataError, CheckpointError, a missing file
+    except (OSError, ValueError) as e:
+
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    switches = {s: getattr(args, s) for s in ("keep_events", "trigger_start", "gold_images_only", "unattached_args")}
+    switches = {name: getattr(args, name) for name in SWITCHES}
     result = score(gold, pred, **switches)
     if args.by_type:
         result["by_type"] = score_by_type(gold, pred, **switches)
     if args.json:
         print(json.dumps(result))
         return
-    on = [s.replace("_", "-") for s, value in switches.items() if value]
+    on = [name.replace("_", "-") for name, value in switches.items() if value]
     print("protocol: " + " + ".join(["strict", *on]) + f"  ({gold_dir})")
     print(format_table(result))
     for t, cells in result.get("by_type", {}).items():

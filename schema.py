@@ -52,25 +52,32 @@ SCHEMA_VERSION = "1"
 # ----------------------------------------------------------------------------- the 8 M2E2 types
 # type -> (text roles, image roles), spelled exactly as in the M2E2 files.
 EVENT_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "Conflict:Attack": (("Attacker", "Target", "Instrument", "Place"), ("Attacker", "Target", "Instrument")),
-    "Conflict:Demonstrate": (("Entity", "Place", "Police"), ("Entity", "Police", "Instrument", "Place")),
+    "Conflict:Attack": (("Attacker", "Target", "Instrument", "Place"),
+                        ("Attacker", "Target", "Instrument")),
+    "Conflict:Demonstrate": (("Entity", "Place", "Police"),
+                             ("Entity", "Police", "Instrument", "Place")),
     "Contact:Meet": (("Entity", "Place"), ("Entity",)),
     "Contact:Phone-Write": (("Entity", "Place"), ("Entity", "Instrument")),
     "Justice:Arrest-Jail": (("Person", "Agent", "Place"), ("Person", "Agent", "Instrument")),
     "Life:Die": (("Victim", "Agent", "Place", "Instrument"), ("Victim", "Instrument")),
-    "Movement:Transport": (("Artifact", "Destination", "Origin", "Agent", "Vehicle"), ("Artifact", "Vehicle", "Agent")),
+    "Movement:Transport": (("Artifact", "Destination", "Origin", "Agent", "Vehicle"),
+                           ("Artifact", "Vehicle", "Agent")),
     "Transaction:Transfer-Money": (("Giver", "Recipient"), ("Giver", "Recipient", "Money")),
 }
 TEXT_ROLES = {t: roles[0] for t, roles in EVENT_TYPES.items()}
 IMAGE_ROLES = {t: roles[1] for t, roles in EVENT_TYPES.items()}
-ROLES: tuple[str, ...] = tuple(sorted({r for text, image in EVENT_TYPES.values() for r in text + image}))
+ROLES: tuple[str, ...] = tuple(sorted({r for text, image in EVENT_TYPES.values()
+                                       for r in text + image}))
 
-# ACE 2005 subtype names as they appear in JMEE-style files -> M2E2 type; other subtypes are dropped.
+# ACE 2005 subtype names as they appear in JMEE-style files -> M2E2 type; other subtypes are
+# dropped.
 ACE_TO_M2E2 = {t: t for t in EVENT_TYPES}
-ACE_TO_M2E2.update({"Justice:Arrest_Jail": "Justice:Arrest-Jail", "Contact:Phone_Write": "Contact:Phone-Write",
+ACE_TO_M2E2.update({"Justice:Arrest_Jail": "Justice:Arrest-Jail",
+                    "Contact:Phone_Write": "Contact:Phone-Write",
                     "Transaction:Transfer_Money": "Transaction:Transfer-Money"})
 
-# The 23 MNRE relation labels (MNRE v2), "None" included: the relation task must also learn to say no.
+# The 23 MNRE relation labels (MNRE v2), "None" included: the relation task must also learn to
+# say no.
 MNRE_LABELS: tuple[str, ...] = (
     "/per/per/parent", "/per/per/siblings", "/per/per/couple", "/per/per/neighbor", "/per/per/peer",
     "/per/per/charges", "/per/per/alumi", "/per/per/alternate_names", "/per/org/member_of",
@@ -82,7 +89,8 @@ MNRE_LABELS: tuple[str, ...] = (
 
 
 def sr_event_type(mapping_type: str) -> str | None:
-    """``ace_sr_mapping.txt`` writes types as 'Justice||Arrest|Jail'; return the M2E2 spelling (or None)."""
+    """``ace_sr_mapping.txt`` writes types as 'Justice||Arrest|Jail'; return the M2E2 spelling
+    (or None)."""
     parent, _, sub = mapping_type.partition("||")
     name = f"{parent}:{sub.replace('|', '-')}"
     for t in EVENT_TYPES:  # the file also spells 'Transfer|MONEY'
@@ -152,7 +160,8 @@ class Sentence:
 
 @dataclass
 class Image:
-    """One image: ``size`` = (width, height) of the file, None when only annotations are loaded; ``path`` likewise."""
+    """One image: ``size`` = (width, height) of the file, None when only annotations are loaded;
+    ``path`` likewise."""
     id: str
     size: tuple[int, int] | None
     events: tuple[ImageEvent, ...] = ()
@@ -174,7 +183,8 @@ class RelationExample:
 
 @dataclass
 class Link:
-    """A cross-media coreference: the event of ``event_type`` in sentence ``sentence_id`` is shown in ``image_id``."""
+    """A cross-media coreference: the event of ``event_type`` in sentence ``sentence_id`` is shown
+    in ``image_id``."""
     sentence_id: str
     image_id: str
     event_type: str
@@ -182,7 +192,8 @@ class Link:
 
 @dataclass
 class Predictions:
-    """What a system predicted for M2E2 (ids as in the gold, no ``.jpg``): written by rmpl.py, scored by evaluate.py."""
+    """What a system predicted for M2E2 (ids as in the gold, no ``.jpg``): written by rmpl.py,
+    scored by evaluate.py."""
     sentences: dict[str, list[TextEvent]] = field(default_factory=dict)
     images: dict[str, list[ImageEvent]] = field(default_factory=dict)
     links: list[Link] = field(default_factory=list)
@@ -203,7 +214,8 @@ TASKS: tuple[str, ...] = (
     "relation",        # stage 1: sentence + image -> relations between entities
     "text_mention",    # stage 2 EMI: sentence -> event types and triggers
     "image_mention",   # stage 2 EMI: image -> event type
-    "text_argument",   # stage 2 ARE: sentence + one event (type, trigger) -> that event with arguments
+    # stage 2 ARE: sentence + one event (type, trigger) -> that event with arguments
+    "text_argument",
     "image_argument",  # stage 2 ARE: image + one event type -> that event with argument boxes
 )
 TASK_TOKENS = {t: f"<task:{t}>" for t in TASKS}
@@ -228,9 +240,10 @@ _OCC_OF = {tok: k for k, tok in OCC_TOKENS.items()}
 _SPECIAL = frozenset(SPECIAL_TOKENS)
 
 
-# ----------------------------------------------------------------------------- boxes <-> location tokens
+# ------------------------------------------------------------------------ boxes <-> location tokens
 def box_to_tokens(box: Box, size: tuple[int, int]) -> list[str]:
-    """Quantise a box of an image of ``size`` = (W, H) to 4 location tokens (rule: module docstring)."""
+    """Quantise a box of an image of ``size`` = (W, H) to 4 location tokens (rule: module
+    docstring)."""
     scale = NUM_BINS / max(size)
     k1 = [min(max(math.floor(v * scale), 0), NUM_BINS - 1) for v in (box.x1, box.y1)]
     k2 = [min(max(math.ceil(v * scale) - 1, k), NUM_BINS - 1) for v, k in zip((box.x2, box.y2), k1)]
@@ -238,9 +251,9 @@ def box_to_tokens(box: Box, size: tuple[int, int]) -> list[str]:
 
 
 def tokens_to_box(tokens: Sequence[str], size: tuple[int, int]) -> Box | None:
-    """Inverse of ``box_to_tokens``: the area the bins cover, clipped to the image (swapped if reversed).
-    None when that area lies wholly outside the image: a model can write bins of the letterbox padding
-    beyond a non-square image's short side, and no object is there."""
+    """Inverse of ``box_to_tokens``: the area the bins cover, clipped to the image (swapped if
+    reversed). None when that area lies wholly outside the image: a model can write bins of the
+    letterbox padding beyond a non-square image's short side, and no object is there."""
     kx1, ky1, kx2, ky2 = (_LOC_OF[t] for t in tokens)
     kx1, kx2 = min(kx1, kx2), max(kx1, kx2)
     ky1, ky2 = min(ky1, ky2), max(ky1, ky2)
@@ -258,11 +271,13 @@ def _occurrences(words: Sequence[str], phrase: Sequence[str]) -> list[int]:
 
 
 def span_to_tokens(span: Span, words: Sequence[str]) -> list[str]:
-    """The span's words, followed by ``<occK>`` when it is the K-th (K >= 2) occurrence of those words."""
+    """The span's words, followed by ``<occK>`` when it is the K-th (K >= 2) occurrence of those
+    words."""
     phrase = list(words[span.start:span.end])
     k = _occurrences(words, phrase).index(span.start) + 1
     if k > MAX_OCC:
-        raise ValueError(f"span {span} is occurrence {k} of {' '.join(phrase)!r}; the schema writes at most {MAX_OCC}")
+        raise ValueError(f"span {span} is occurrence {k} of {' '.join(phrase)!r}; "
+                         f"the schema writes at most {MAX_OCC}")
     return phrase + ([OCC_TOKENS[k]] if k > 1 else [])
 
 
@@ -282,7 +297,8 @@ def linearise(records: Sequence[Record], words: Sequence[str] | None = None,
     """Records -> target tokens, in the order given (readers sort them canonically).
 
     ``words`` (the sentence) is needed for spans, ``size`` (W, H of the image) for boxes.
-    Raises ValueError for a record the schema cannot write (unknown type or role, a span not in words).
+    Raises ValueError for a record the schema cannot write (unknown type or role, a span not in
+    words).
     """
     out: list[str] = []
     for rec in records:
@@ -300,7 +316,8 @@ def linearise(records: Sequence[Record], words: Sequence[str] | None = None,
 
 # ----------------------------------------------------------------------------- parse
 def _read_value(tokens, i, words, size):
-    """Read a span (words [+ <occK>]) or a box (4 loc tokens) at position i -> (target or None, next i)."""
+    """Read a span (words [+ <occK>]) or a box (4 loc tokens) at position i -> (target or None,
+    next i)."""
     if i < len(tokens) and tokens[i] in _LOC_OF:
         locs = []
         while i < len(tokens) and tokens[i] in _LOC_OF and len(locs) < 4:
@@ -332,17 +349,21 @@ def parse(tokens: Sequence[str], words: Sequence[str] | None = None,
           size: tuple[int, int] | None = None) -> list[Record]:
     """Target tokens -> records; the inverse of ``linearise``. Never raises.
 
-    Reads any sequence: what cannot be read is skipped (a span whose words are not in the sentence, a
-    box with fewer than 4 location tokens, a role that the event's type does not have in that modality,
-    an incomplete relation). A type token followed by words is a text event (the words are its
-    trigger); a type token followed by anything else is an image event. Exact duplicates are dropped.
+    Reads any sequence: what cannot be read is skipped (a span whose words are not in the
+    sentence, a box with fewer than 4 location tokens, a role that the event's type does not have
+    in that modality, an incomplete relation). A type token followed by words is a text event (the
+    words are its trigger); a type token followed by anything else is an image event. Exact
+    duplicates are dropped.
     """
     if not isinstance(tokens, Iterable):  # None or a number: nothing to read
         return []
-    tokens = [str(t) for t in tokens]  # anything that is not a string matches no token of the schema
+    # anything that is not a string matches no token of the schema
+    tokens = [str(t) for t in tokens]
     records: list[Record] = []
-    # No try/except: every read checks the index before it looks and moves i forward, so the loop ends and
-    # nothing raises; a bug here should fail the fuzz tests, not silently drop the records after it.
+    # No try/except: every read checks the index before it looks and moves i forward, so the loop
+    # ends and nothing raises; a bug here should fail the fuzz tests, not silently drop the records
+    # after it.
+
     i = _skip_to_record(tokens, 0)
     while i < len(tokens):
         rec, i = _read_record(tokens, i, words, size)

@@ -1,22 +1,24 @@
 """Train RMPL-mini: ``python train.py --stage 1``, then ``python train.py --stage 2``.
 
-Every knob is a field of ``TrainConfig``; ``PRESETS`` holds what differs per stage; argparse is built
-from the fields, so ``python train.py --stage 2 --lr 3e-4 --max-steps 200`` works and tests import
-``main(argv)``. Stage 1 trains the whole network from scratch on the unified multi-task mix (or, with
-``--init CKPT``, LoRA adapters on a frozen base: the paper's setting); stage 2 starts from stage 1's
-output and fine-tunes the whole network (``--lora-rank 16``: LoRA adapters instead; PRESETS says why).
-What the stages and the loss are is rmpl.py's business; this file is the loop: AdamW, warmup + cosine
-schedule from the step, gradient accumulation, clipping, dev loss and a quick dev score every
-``eval_every`` steps and at the end, checkpoints that resume exactly.
+Every knob is a field of ``TrainConfig``; ``PRESETS`` holds what differs per stage; argparse is
+built from the fields, so ``python train.py --stage 2 --lr 3e-4 --max-steps 200`` works and tests
+import ``main(argv)``. Stage 1 trains the whole network from scratch on the unified multi-task mix
+(or, with ``--init CKPT``, LoRA adapters on a frozen base: the paper's setting); stage 2 starts from
+stage 1's output and fine-tunes the whole network (``--lora-rank 16``: LoRA adapters instead;
+PRESETS says why). What the stages and the loss are is rmpl.py's business; this file is the loop:
+AdamW, warmup + cosine schedule from the step, gradient accumulation, clipping, dev loss and a quick
+dev score every ``eval_every`` steps and at the end, checkpoints that resume exactly.
 
 A run writes to ``{out}/stage{k}/``: model.safetensors (base weights), adapter.safetensors (LoRA, if
 any), tokenizer.model, rmpl.json (config and tasks), train_state.pt (optimizer, sampler, RNG, step),
-log.jsonl (one line per log interval and per eval). A checkpoint is staged in ``.pending/`` and committed
-as one unit (save_checkpoint), so a kill at any moment leaves the previous checkpoint or the new one.
+log.jsonl (one line per log interval and per eval). A checkpoint is staged in ``.pending/`` and
+committed as one unit (save_checkpoint), so a kill at any moment leaves the previous checkpoint or
+the new one.
 
-``torchrun --nproc_per_node N train.py ...`` trains with DistributedDataParallel (gloo on CPU, nccl on
-CUDA): ``--batch-size`` is per process, each rank takes its slice of one global batch (tensors.TaskSampler),
-the loss is that of the global batch (rmpl.multitask_loss), and only rank 0 prints, evaluates and writes files.
+``torchrun --nproc_per_node N train.py ...`` trains with DistributedDataParallel (gloo on CPU, nccl
+on CUDA): ``--batch-size`` is per process, each rank takes its slice of one global batch
+(tensors.TaskSampler), the loss is that of the global batch (rmpl.multitask_loss), and only rank 0
+prints, evaluates and writes files.
 """
 from __future__ import annotations
 
@@ -57,19 +59,22 @@ def knob(default, help: str):
 
 @dataclass
 class TrainConfig:
-    stage: int = knob(1, "1: text EE + visual EE + multimedia RE in one schema; 2: EMI + ARE from stage 1")
-    data: str = knob(toy.DEFAULT_DATA, "a data directory (layout: README); the default toy world is "
-                                       "generated there on first use")
+    stage: int = knob(1, "1: text EE + visual EE + multimedia RE in one schema; 2: EMI + ARE "
+                         "from stage 1")
+    data: str = knob(toy.DEFAULT_DATA, "a data directory (layout: README); the default toy world "
+                                       "is generated there on first use")
     out: str = knob("runs", "runs directory: stage k writes OUT/stagek")
-    init: str = knob("", "the checkpoint to start from. Stage 2: default OUT/stage1. Stage 1: a base "
-                         "model, whose frozen weights then get LoRA adapters (--lora-rank 16 unless given)")
+    init: str = knob("", "the checkpoint to start from. Stage 2: default OUT/stage1. Stage 1: a "
+                         "base model, whose frozen weights then get LoRA adapters (--lora-rank 16 "
+                         "unless given)")
     tasks: str = knob("", "comma-separated tasks instead of the stage's (ablations): "
                           + ", ".join(S.TASKS))
     model_size: str = knob("small", "network size for stage 1 from scratch (later stages keep the "
                                     "checkpoint's): " + ", ".join(M.MODEL_SIZES))
     seed: int = knob(0, "seed of the weights, the sampler and every RNG")
     device: str = knob("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    resume: bool = knob(False, "continue OUT/stagek from its last checkpoint; flags not given are the run's")
+    resume: bool = knob(False, "continue OUT/stagek from its last checkpoint; flags not given are "
+                               "the run's")
     max_steps: int = knob(2000, "optimizer steps")
     batch_size: int = knob(32, "examples per step and process (x --grad-accum)")
     grad_accum: int = knob(1, "micro-batches per optimizer step")
@@ -77,34 +82,36 @@ class TrainConfig:
     min_lr: float = knob(1e-4, "floor of the cosine decay, reached at --max-steps")
     warmup_steps: int = knob(100, "steps of linear warmup")
     beta2: float = knob(0.99, "AdamW's second-moment decay")
-    weight_decay: float = knob(0.01, "AdamW weight decay of weight matrices (not of biases and norms)")
+    weight_decay: float = knob(0.01, "AdamW weight decay of weight matrices (not of biases and "
+                                     "norms)")
     grad_clip: float = knob(1.0, "gradient norm clipping")
     lora_rank: int = knob(0, "LoRA rank r; 0 fine-tunes every weight")
     lora_alpha: float = knob(32.0, "LoRA alpha: the update is scaled by alpha / r")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input")
-    vocab_size: int = knob(2000, "tokenizer size, schema tokens and byte pieces included (stage 1 from "
-                                 "scratch only)")
+    vocab_size: int = knob(2000, "tokenizer size, schema tokens and byte pieces included (stage 1 "
+                                 "from scratch only)")
     log_every: int = knob(50, "steps between log lines")
     eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
     eval_batches: int = knob(4, "dev-loss batches per task at each evaluation")
     dev_docs: int = knob(10, "M2E2 dev documents of the quick dev F1 at each evaluation (0: off)")
 
 
-# What differs per stage. Stage 2 fine-tunes the whole network by default, which beat LoRA on the toy dev
-# split (README, "Results"): a from-scratch 3M model has no pretrained features for a low-rank update to
-# steer. LoRA stays one flag away (--lora-rank 16), and stage 1 on a given base (--init) trains LoRA by
-# default, the paper's setting.
+# What differs per stage. Stage 2 fine-tunes the whole network by default, which beat LoRA on the
+# toy dev split (README, "Results"): a from-scratch 3M model has no pretrained features for a
+# low-rank update to steer. LoRA stays one flag away (--lora-rank 16), and stage 1 on a given base
+# (--init) trains LoRA by default, the paper's setting.
 PRESETS = {
     1: dict(max_steps=2000, lr=1e-3, lora_rank=0),
     2: dict(max_steps=600, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
-AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0, log_every=1,
-                eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, lr=0.0, min_lr=0.0, grad_clip=0.0)
+AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
+                log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, lr=0.0,
+                min_lr=0.0, grad_clip=0.0)
 
 
 def parse_args(argv=None) -> TrainConfig:
-    """The command line -> TrainConfig: what is given, else the stage's PRESETS, else the field's default.
-    With --resume, what is not given is the run's own setting (its rmpl.json)."""
+    """The command line -> TrainConfig: what is given, else the stage's PRESETS, else the field's
+    default. With --resume, what is not given is the run's own setting (its rmpl.json)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
         presets = "; ".join(f"stage {k}: {v[f.name]}" for k, v in PRESETS.items() if f.name in v)
@@ -130,7 +137,8 @@ def parse_args(argv=None) -> TrainConfig:
     if given.get("resume"):
         return TrainConfig(**{**PRESETS[stage], **run_settings(given, stage), **given})
     if stage == 1 and given.get("init") and "lora_rank" not in given:
-        given["lora_rank"] = 16  # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
+        # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
+        given["lora_rank"] = 16
     if stage == 1 and not given.get("init") and given.get("lora_rank"):
         p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
     return TrainConfig(**{**PRESETS[stage], **given})
@@ -142,7 +150,8 @@ def run_settings(given: dict, stage: int) -> dict:
     if not info.is_file():
         return {}  # resume_model says what is missing
     names = {f.name for f in fields(TrainConfig)}
-    return {k: v for k, v in json.loads(info.read_text())["config"].items() if k in names and k != "resume"}
+    return {k: v for k, v in json.loads(info.read_text())["config"].items()
+            if k in names and k != "resume"}
 
 
 def set_seed(seed: int) -> None:
@@ -152,7 +161,8 @@ def set_seed(seed: int) -> None:
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to ``min_lr`` at ``max_steps``: a function of the step alone."""
+    """Linear warmup, then cosine decay to ``min_lr`` at ``max_steps``: a function of the step
+    alone."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
@@ -176,16 +186,17 @@ def load_data(cfg: TrainConfig) -> data.Sources:
     with warnings_as_lines():
         try:
             sources = data.read_sources(root)
-        except data.DataError as e:  # names the file, the record and the problem: no traceback needed
+        # names the file, the record and the problem: no traceback needed
+        except data.DataError as e:
             sys.exit(f"train.py: {e}")
     return sources
 
 
 def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
                 master: bool = True) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
-    """The network and tokenizer a run starts from, in one of three ways (below). With ``--lora-rank``,
-    LoRA layers are added and only they train. Under DDP every rank builds the same tokenizer and network
-    (Tokenizer.train is byte-deterministic); only the master writes files."""
+    """The network and tokenizer a run starts from, in one of three ways (below). With
+    ``--lora-rank``, LoRA layers are added and only they train. Under DDP every rank builds the same
+    tokenizer and network (Tokenizer.train is byte-deterministic); only the master writes files."""
     run.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
         return resume_model(cfg, run)
@@ -200,36 +211,41 @@ def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
 
 
 def init_dir(cfg: TrainConfig) -> Path | None:
-    """The checkpoint a fresh run starts from: --init, stage 2's default {out}/stage1, or None (scratch)."""
+    """The checkpoint a fresh run starts from: --init, stage 2's default {out}/stage1, or None
+    (scratch)."""
     return Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
 
 
 def check_run_dir(cfg: TrainConfig, run: Path) -> None:
-    """Refuse, before any data is read, a run that would overwrite a checkpoint or has nothing to start from."""
+    """Refuse, before any data is read, a run that would overwrite a checkpoint or has nothing to
+    start from."""
     if cfg.resume:
         return
     if (run / rmpl.INFO_FILE).exists() or (run / LOG_FILE).exists():
-        sys.exit(f"train.py: {run} already holds a run; --resume continues it, --out DIR starts a new one "
-                 f"elsewhere (or delete {run} to start it again)")
+        sys.exit(f"train.py: {run} already holds a run; --resume continues it, --out DIR starts a "
+                 f"new one elsewhere (or delete {run} to start it again)")
     init = init_dir(cfg)
     if init is not None and not (init / rmpl.MODEL_FILE).exists():
-        sys.exit(f"train.py: no {rmpl.MODEL_FILE} in {init} (run stage 1 first, or pass --init CKPT)")
+        sys.exit(f"train.py: no {rmpl.MODEL_FILE} in {init} "
+                 f"(run stage 1 first, or pass --init CKPT)")
 
 
 def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
     """Stage 1 from scratch: a tokenizer trained on the training text alone, and a fresh network."""
-    texts = [s.words for s in src.ace.get("train", [])] + [r.words for r in src.mnre.get("train", [])]
+    texts = ([s.words for s in src.ace.get("train", [])]
+             + [r.words for r in src.mnre.get("train", [])])
     if not texts:
-        sys.exit(f"train.py: {cfg.data} has no training sentences (ace/train.json, mnre/train.txt) to build "
-                 f"the tokenizer from")
+        sys.exit(f"train.py: {cfg.data} has no training sentences (ace/train.json, mnre/train.txt) "
+                 f"to build the tokenizer from")
     tok = tensors.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
-    special = dict(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    special = dict(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id,
+                   eos_id=tok.eos_id)
     return M.Seq2Seq(M.ModelConfig(**special, **M.MODEL_SIZES[cfg.model_size])), tok
 
 
 def init_model(init: Path, run: Path, master: bool) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
-    """The --init checkpoint (stage 2's default: {out}/stage1). An adapter beside its base is baked in;
-    the base weights are copied into this run, so the run stands on its own."""
+    """The --init checkpoint (stage 2's default: {out}/stage1). An adapter beside its base is baked
+    in; the base weights are copied into this run, so the run stands on its own."""
     tok = tensors.Tokenizer.load(init / rmpl.TOKENIZER_FILE)
     net = M.load_model(init / rmpl.MODEL_FILE)
     if (init / rmpl.ADAPTER_FILE).exists():
@@ -240,36 +256,44 @@ def init_model(init: Path, run: Path, master: bool) -> tuple[M.Seq2Seq, tensors.
 
 
 def resume_model(cfg: TrainConfig, run: Path) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
-    """--resume: the run's own tokenizer and weights (base + adapter), nothing re-trained or re-copied.
-    Building the network draws its random init, which the weights overwrite; load_train_state then
-    restores the RNG states of the interrupted run."""
+    """--resume: the run's own tokenizer and weights (base + adapter), nothing re-trained or
+    re-copied. Building the network draws its random init, which the weights overwrite;
+    load_train_state then restores the RNG states of the interrupted run."""
     needed = [STATE_FILE, rmpl.INFO_FILE, rmpl.TOKENIZER_FILE, rmpl.MODEL_FILE]
     for name in needed + [rmpl.ADAPTER_FILE] * bool(cfg.lora_rank):
         if not (run / name).is_file():
-            sys.exit(f"train.py: --resume: no {name} in {run} (no checkpoint to resume; drop --resume to start)")
-    tok, net = tensors.Tokenizer.load(run / rmpl.TOKENIZER_FILE), M.load_model(run / rmpl.MODEL_FILE)
-    if cfg.lora_rank:  # the file's LoRA layers on the run's base (load_adapter checks the base hash)
+            sys.exit(f"train.py: --resume: no {name} in {run} "
+                     f"(no checkpoint to resume; drop --resume to start)")
+    tok, net = (tensors.Tokenizer.load(run / rmpl.TOKENIZER_FILE),
+                M.load_model(run / rmpl.MODEL_FILE))
+    # the file's LoRA layers on the run's base (load_adapter checks the base hash)
+    if cfg.lora_rank:
         M.mark_only_lora_as_trainable(M.load_adapter(net, run / rmpl.ADAPTER_FILE))
     return net, tok
 
 
 # ============================================================================= checkpoints
 PENDING = ".pending"            # a checkpoint being written; "COMMITTED" inside it marks it whole
-STATE_FILE = "train_state.pt"   # optimizer, sampler, RNG states and step (beside rmpl.py's run files)
+# optimizer, sampler, RNG states and step (beside rmpl.py's run files)
+STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"          # one JSON line per log interval and per evaluation, appended
 
 
 def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step: int) -> None:
-    """The weights, rmpl.json and train_state.pt of one step, as one unit that a kill cannot tear. They are
-    written into ``{run}/.pending/`` (each whole: model.write_atomic is temp file, fsync, rename), then the
-    empty file COMMITTED is written there, then they are moved into the run (finish_checkpoint). A kill before
-    COMMITTED leaves the previous checkpoint untouched and finish_checkpoint discards the pending one; a kill
-    after it leaves a whole checkpoint that finish_checkpoint moves in. Non-finite weights are refused before
-    anything is written, so a diverged run never replaces a good checkpoint."""
-    if not torch.isfinite(torch.nn.utils.get_total_norm(list(net.parameters()))):  # one fused pass; names on failure
-        bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()] or ["(their norm overflows)"]
+    """The weights, rmpl.json and train_state.pt of one step, as one unit that a kill cannot tear.
+    They are written into ``{run}/.pending/`` (each whole: model.write_atomic is temp file, fsync,
+    rename), then the empty file COMMITTED is written there, then they are moved into the run
+    (finish_checkpoint). A kill before COMMITTED leaves the previous checkpoint untouched and
+    finish_checkpoint discards the pending one; a kill after it leaves a whole checkpoint that
+    finish_checkpoint moves in. Non-finite weights are refused before anything is written, so a
+    diverged run never replaces a good checkpoint."""
+    # one fused pass; names on failure
+    if not torch.isfinite(torch.nn.utils.get_total_norm(list(net.parameters()))):
+        bad = ([n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
+               or ["(their norm overflows)"])
         raise M.CheckpointError(f"{run}: step {step}: non-finite weights in {', '.join(bad[:3])}"
-                                f"{' ...' if len(bad) > 3 else ''}; checkpoint not written, the last one is kept")
+                                f"{' ...' if len(bad) > 3 else ''}; checkpoint not written, "
+                                f"the last one is kept")
     finish_checkpoint(run)  # one a kill interrupted; then .pending/ is free
     pending = run / PENDING
     pending.mkdir()
@@ -280,9 +304,11 @@ def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step:
         M.save_model(net, weights)
     info = {"stage": cfg.stage, "tasks": list(tasks), "step": step, "config": asdict(cfg)}
     M.write_atomic(pending / rmpl.INFO_FILE, json.dumps(info, indent=1).encode())
-    np_rng = np.random.get_state()  # ("MT19937", uint32 keys, pos, has_gauss, gauss): keys as a list for weights_only
+    # ("MT19937", uint32 keys, pos, has_gauss, gauss): keys as a list for weights_only
+    np_rng = np.random.get_state()
     rng = {"python": random.getstate(), "numpy": (np_rng[0], np_rng[1].tolist(), *np_rng[2:]),
-           "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+           "torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     state = {"step": step, "weights_sha256": _sha256(weights), "optimizer": opt.state_dict(),
              "sampler": sampler.state_dict(), "rng": rng}
     buf = io.BytesIO()
@@ -293,14 +319,16 @@ def save_checkpoint(run: Path, net, cfg: TrainConfig, tasks, opt, sampler, step:
 
 
 def finish_checkpoint(run: Path) -> None:
-    """Settle a checkpoint write that a kill may have interrupted: a committed ``{run}/.pending/`` is moved into
-    the run (file by file; a kill here is settled by the next call), an uncommitted one is deleted. Afterwards
-    the run's files are one whole checkpoint: the new one or the previous one."""
+    """Settle a checkpoint write that a kill may have interrupted: a committed ``{run}/.pending/``
+    is moved into the run (file by file; a kill here is settled by the next call), an uncommitted
+    one is deleted. Afterwards the run's files are one whole checkpoint: the new one or the previous
+    one."""
     pending = run / PENDING
     if not pending.is_dir():
         return
     committed = (pending / "COMMITTED").exists()
-    for f in list(pending.iterdir()):  # COMMITTED stays to the end, so a kill in this loop is settled the same way
+    # COMMITTED stays to the end, so a kill in this loop is settled the same way
+    for f in list(pending.iterdir()):
         if f.name == "COMMITTED":
             continue
         if committed:
@@ -318,39 +346,43 @@ def _sha256(path: Path) -> str:
 
 
 def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
-    """Restore the optimizer moments, the sampler's position and every RNG; return the step. The weights are in
-    the network already (build_model). ``weights_only=True`` unpickles tensors and plain containers only, so a
-    tampered train_state.pt cannot run code; it is refused with a CheckpointError, as is a state that does not
-    belong with the weights beside it (files copied from different checkpoints by hand: a kill cannot do it)."""
+    """Restore the optimizer moments, the sampler's position and every RNG; return the step. The
+    weights are in the network already (build_model). ``weights_only=True`` unpickles tensors and
+    plain containers only, so a tampered train_state.pt cannot run code; it is refused with a
+    CheckpointError, as is a state that does not belong with the weights beside it (files copied
+    from different checkpoints by hand: a kill cannot do it)."""
     path = run / STATE_FILE
     try:
         state = torch.load(path, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise M.CheckpointError(f"{path}: refused: it holds pickled objects other than tensors and plain containers "
-                                f"(loading them could run code; train.py never writes any). "
-                                f"torch: {str(e).splitlines()[0]}")
+        raise M.CheckpointError(f"{path}: refused: it holds pickled objects other than tensors "
+                                f"and plain containers (loading them could run code; train.py "
+                                f"never writes any). torch: {str(e).splitlines()[0]}")
     except (RuntimeError, EOFError) as e:
         raise M.CheckpointError(f"{path}: not a readable train state ({e})")
     if not {"weights_sha256", "rng"} <= set(state):
-        raise M.CheckpointError(f"{path}: written by an older train.py (no weights hash or RNG states); "
-                                f"it cannot be resumed exactly")
+        raise M.CheckpointError(f"{path}: written by an older train.py (no weights hash or RNG "
+                                f"states); it cannot be resumed exactly")
     weights = run / (rmpl.ADAPTER_FILE if cfg.lora_rank else rmpl.MODEL_FILE)
     info = json.loads((run / rmpl.INFO_FILE).read_text())
     if state["weights_sha256"] != _sha256(weights) or info["step"] != state["step"]:
-        raise M.CheckpointError(f"{run}: train_state.pt (step {state['step']}) does not belong with {weights.name} "
-                                f"and rmpl.json (step {info['step']}): the files come from different checkpoints. "
-                                f"The optimizer state of these weights is missing, so an exact resume is impossible; "
+        raise M.CheckpointError(f"{run}: train_state.pt (step {state['step']}) does not belong "
+                                f"with {weights.name} and rmpl.json (step {info['step']}): the "
+                                f"files come from different checkpoints. The optimizer state of "
+                                f"these weights is missing, so an exact resume is impossible; "
                                 f"put back the matching files or start the stage again")
     now = asdict(cfg)
-    changed = {k: (v, now.get(k)) for k, v in info["config"].items() if k != "resume" and now.get(k) != v}
+    changed = {k: (v, now.get(k)) for k, v in info["config"].items()
+               if k != "resume" and now.get(k) != v}
     if changed:
-        print("note: resuming with other settings than the checkpoint's (not the run it would have been): "
-              + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+        print("note: resuming with other settings than the checkpoint's (not the run it would "
+              "have been): " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
     opt.load_state_dict(state["optimizer"])
     sampler.load_state_dict(state["sampler"])
     rng = state["rng"]
     random.setstate(rng["python"])
-    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32),
+                         *rng["numpy"][2:]))
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -358,9 +390,10 @@ def load_train_state(run: Path, cfg: TrainConfig, opt, sampler) -> int:
 
 
 # ============================================================================= evaluation
-def example_losses(net, items: list[dict], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs of
-    rmpl.multitask_loss.
+def example_losses(net, items: list[dict],
+                   device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs
+    of rmpl.multitask_loss.
 
     Text-only examples and examples with an image go through the network as two sub-batches: in one
     mixed batch every text example would carry the image's masked patch slots through every encoder
@@ -378,8 +411,8 @@ def example_losses(net, items: list[dict], device) -> tuple[torch.Tensor, torch.
 
 @torch.no_grad()
 def dev_loss(net, dev: dict, cfg: TrainConfig, device, batch_size: int) -> dict[str, float]:
-    """Mean token cross-entropy per task on the first ``eval_batches`` batches of each dev task (global batches
-    under DDP: the same dev examples whatever the number of processes)."""
+    """Mean token cross-entropy per task on the first ``eval_batches`` batches of each dev task
+    (global batches under DDP: the same dev examples whatever the number of processes)."""
     net.eval()
     out = {}
     for task, encoded in dev.items():
@@ -393,7 +426,8 @@ def dev_loss(net, dev: dict, cfg: TrainConfig, device, batch_size: int) -> dict[
 
 
 def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[str, float]:
-    """Strict F1 of the six cells on the first ``n_docs`` M2E2 dev documents (a progress signal, not a result)."""
+    """Strict F1 of the six cells on the first ``n_docs`` M2E2 dev documents (a progress signal, not
+    a result)."""
     if gold is None or n_docs <= 0:
         return {}
     docs = sorted({S.doc_id(k) for k in gold.sentences})[:n_docs]
@@ -401,7 +435,8 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
                     {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
                     [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
     was_training = net.training
-    pred = rmpl.RMPL(net, tok, tasks).predict(list(sub.sentences.values()), list(sub.images.values()))
+    pred = rmpl.RMPL(net, tok, tasks).predict(list(sub.sentences.values()),
+                                              list(sub.images.values()))
     net.train(was_training)
     cells = evaluate.score(sub, pred)
     return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}
@@ -410,7 +445,8 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
 # ============================================================================= the loop
 @dataclass
 class Dist:
-    """Where this process runs: its device and, under torchrun, its rank among ``world`` processes."""
+    """Where this process runs: its device and, under torchrun, its rank among ``world``
+    processes."""
     device: torch.device
     rank: int = 0
     world: int = 1
@@ -422,7 +458,8 @@ class Dist:
 
 
 def setup_distributed(cfg: TrainConfig) -> Dist:
-    """One process per device under torchrun (nccl on CUDA, gloo on CPU); else a plain single process."""
+    """One process per device under torchrun (nccl on CUDA, gloo on CPU); else a plain single
+    process."""
     env = Dist(M.pick_device(cfg.device))
     if int(os.environ.get("RANK", -1)) == -1:
         return env
@@ -437,8 +474,8 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
 
 
 def load_run_data(cfg: TrainConfig, run: Path, env: Dist) -> data.Sources:
-    """Settle a checkpoint write a kill cut off (rank 0, before anyone reads the run), then read --data;
-    the other ranks wait meanwhile, since rank 0 may also be generating the toy world."""
+    """Settle a checkpoint write a kill cut off (rank 0, before anyone reads the run), then read
+    --data; the other ranks wait meanwhile, since rank 0 may also be generating the toy world."""
     if env.master and run.is_dir():
         finish_checkpoint(run)
     if env.ddp and not env.master:
@@ -449,15 +486,16 @@ def load_run_data(cfg: TrainConfig, run: Path, env: Dist) -> data.Sources:
     return src
 
 
-def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok, mcfg: M.ModelConfig) -> tuple[dict, dict]:
+def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
+                  mcfg: M.ModelConfig) -> tuple[dict, dict]:
     """The train and dev examples of each task, as encoded tensors; truncations reported once."""
     cut = Counter()
 
     def encode(split):
         examples = rmpl.build_tasks(tasks, src.ace.get(split, []), src.swig.get(split, []),
                                     src.mnre.get(split, []))
-        return {t: [tensors.encode_example(e, tok, mcfg.image_size, mcfg.max_text_len, mcfg.max_target_len,
-                                           counts=cut) for e in exs]
+        return {t: [tensors.encode_example(e, tok, mcfg.image_size, mcfg.max_text_len,
+                                           mcfg.max_target_len, counts=cut) for e in exs]
                 for t, exs in examples.items()}
 
     try:
@@ -466,8 +504,8 @@ def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok, mcfg: M.Model
     except ValueError as e:  # DataError: an image that does not decode
         sys.exit(f"train.py: {e}")
     if cut["input_truncated"] or cut["target_truncated"]:
-        print(f"warning: of {cut['examples']} examples, {cut['input_truncated']} prompts were cut to "
-              f"max_text_len={mcfg.max_text_len} and {cut['target_truncated']} targets to "
+        print(f"warning: of {cut['examples']} examples, {cut['input_truncated']} prompts were cut "
+              f"to max_text_len={mcfg.max_text_len} and {cut['target_truncated']} targets to "
               f"max_target_len={mcfg.max_target_len}")
     if not train:
         sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} "
@@ -483,12 +521,14 @@ def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def train_step(model, sampler, opt, params, cfg: TrainConfig, env: Dist, step: int, run: Path):
-    """One optimizer step over ``grad_accum`` micro-batches -> (loss, per-task losses, gradient norm)."""
+    """One optimizer step over ``grad_accum`` micro-batches -> (loss, per-task losses, gradient
+    norm)."""
     lr = get_lr(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr
     autocast = torch.autocast(env.device.type, torch.bfloat16, enabled=env.device.type == "cuda")
-    loss = 0.0  # the step's loss: the mean over its micro-batches (their per-task parts: the last one's)
+    # the step's loss: the mean over its micro-batches (their per-task parts: the last one's)
+    loss = 0.0
     for micro in range(cfg.grad_accum):
         # under DDP, gradients are all-reduced once per step: at the last micro-batch's backward
         with model.no_sync() if env.ddp and micro + 1 < cfg.grad_accum else nullcontext():
@@ -496,16 +536,20 @@ def train_step(model, sampler, opt, params, cfg: TrainConfig, env: Dist, step: i
                 part, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), env.device),
                                                   all_reduce=dist.all_reduce if env.ddp else None,
                                                   world_size=env.world)
-            (part / cfg.grad_accum).backward()  # the step's gradient: the mean over its micro-batches
+            # the step's gradient: the mean over its micro-batches
+            (part / cfg.grad_accum).backward()
         loss = loss + part.detach() / cfg.grad_accum
-    if env.ddp:  # log the global loss: the ranks' parts add up to it (each part here is world x its part)
+    # log the global loss: the ranks' parts add up to it (each part here is world x its part)
+    if env.ddp:
         dist.all_reduce(loss)
         loss = loss / env.world
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    if not torch.isfinite(loss.detach() + norm):  # checked before the update, so the weights stay finite
-        sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm {norm.item()}; "
-                 f"stopped without updating or saving (the last checkpoint in {run} is intact). "
-                 f"A lower --lr (now {cfg.lr}) or --grad-clip may help; --resume continues from the checkpoint")
+    # checked before the update, so the weights stay finite
+    if not torch.isfinite(loss.detach() + norm):
+        sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm "
+                 f"{norm.item()}; stopped without updating or saving (the last checkpoint in "
+                 f"{run} is intact). A lower --lr (now {cfg.lr}) or --grad-clip may help; "
+                 f"--resume continues from the checkpoint")
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss, parts, norm
@@ -513,9 +557,11 @@ def train_step(model, sampler, opt, params, cfg: TrainConfig, env: Dist, step: i
 
 def main(argv=None) -> dict:
     cfg = parse_args(argv)
-    if hasattr(sys.stdout, "reconfigure"):  # progress shows line by line in a pipe or a log file too
+    # progress shows line by line in a pipe or a log file too
+    if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
-    set_seed(cfg.seed)  # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
+    # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
+    set_seed(cfg.seed)
     env = setup_distributed(cfg)
     run = Path(cfg.out) / f"stage{cfg.stage}"
     check_run_dir(cfg, run)
@@ -523,11 +569,13 @@ def main(argv=None) -> dict:
     net, tok = build_model(cfg, src, run, env.master)
     net.to(env.device).train()
     # find_unused_parameters: a slice without images leaves the vision tower out of the graph
-    model = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True) if env.ddp else net
+    model = (torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
+             if env.ddp else net)
     tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
     train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
-    sampler = tensors.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed,
-                                  rank=env.rank, world_size=env.world)  # one global batch, one state
+    # one global batch, one state
+    sampler = tensors.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size,
+                                  seed=cfg.seed, rank=env.rank, world_size=env.world)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
     try:
@@ -555,8 +603,10 @@ def main(argv=None) -> dict:
         last = step + 1 == cfg.max_steps
         if (step + 1) % cfg.log_every == 0 or last:
             record = log_step(bar, log, step, get_lr(step, cfg), loss, parts, norm, t0)
-        if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait at the next all_reduce
-            record = evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env, run, opt, sampler, step)
+        # the others wait at the next all_reduce
+        if env.master and ((step + 1) % cfg.eval_every == 0 or last):
+            record = evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env, run, opt,
+                                       sampler, step)
     log.close()
     if start < cfg.max_steps:
         since = f" (from step {start})" if start else ""
@@ -568,10 +618,12 @@ def main(argv=None) -> dict:
 
 def log_step(bar, log, step: int, lr: float, loss, parts: dict, norm, t0: float) -> dict:
     """One aligned line on the terminal and one JSON line in the log."""
-    record = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(norm.item(), 3),
-              "tasks": {t: round(v, 4) for t, v in parts.items()}, "elapsed_s": round(time.time() - t0, 1)}
-    bar.write(f"step {step + 1:5d} | loss {loss.item():.4f} | lr {lr:.2e} | norm {norm.item():6.3f} | "
-              f"{record['elapsed_s']:7.1f}s")
+    record = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr,
+              "grad_norm": round(norm.item(), 3),
+              "tasks": {t: round(v, 4) for t, v in parts.items()},
+              "elapsed_s": round(time.time() - t0, 1)}
+    bar.write(f"step {step + 1:5d} | loss {loss.item():.4f} | lr {lr:.2e} | "
+              f"norm {norm.item():6.3f} | {record['elapsed_s']:7.1f}s")
     log.write(json.dumps(record) + "\n")
     log.flush()
     return record
@@ -580,15 +632,19 @@ def log_step(bar, log, step: int, lr: float, loss, parts: dict, norm, t0: float)
 def evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env: Dist, run: Path, opt, sampler,
                       step: int) -> dict:
     """Dev loss per task and the quick dev score, logged; then the checkpoint of this step."""
-    record = {"step": step + 1, "dev_loss": dev_loss(net, dev, cfg, env.device, cfg.batch_size * env.world),
+    record = {"step": step + 1,
+              "dev_loss": dev_loss(net, dev, cfg, env.device, cfg.batch_size * env.world),
               "dev_f1": quick_score(net, tok, tasks, src.m2e2.get("dev"), cfg.dev_docs)}
-    bar.write(f"eval {step + 1:5d} | dev loss " + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
+    bar.write(f"eval {step + 1:5d} | dev loss "
+              + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
               + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
     log.write(json.dumps(record) + "\n")
     log.flush()
     try:
         save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
-    except M.CheckpointError as e:  # this step's update made weights non-finite (an infinite --lr, say)
+    # this step's update made weights non-finite (an infinite --lr, say)
+    except M.CheckpointError as e:
+
         sys.exit(f"train.py: {e}")
     return record
 

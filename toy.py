@@ -420,7 +420,7 @@ def ensure_data(path, default: str = DEFAULT_DATA) -> Path:
         sys.exit(2)
     print(f"generating the toy world in {root} "
           f"(first use; `python toy.py --out {root}` does the same) ...", flush=True)
-    partial = root.with_name(root.name + ".partial")  # a cut-off generation is never taken for a world
+    partial = root.with_name(root.name + ".partial")  # a cut-off generation is never used
     shutil.rmtree(partial, ignore_errors=True)
     generate(partial, seed=0)
     partial.rename(root)

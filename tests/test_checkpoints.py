@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import checkpoints
 import model as M
 import rmpl
 import toy
@@ -140,7 +141,7 @@ def test_a_kill_anywhere_in_a_checkpoint_write_resumes_exactly(world, tmp_path, 
                                  if r.get("resumed")))
         got = load_file(run / "model.safetensors")
         assert all(torch.equal(want[k], got[k]) for k in want), f"cut {cut}: resumed weights differ"
-        assert not (run / train.PENDING).exists()
+        assert not (run / checkpoints.PENDING).exists()
     print("resumed from, per cut point:", resumed_from)
     assert set(resumed_from) == {3, 6} and len(resumed_from) >= 7, resumed_from  # both sides of the commit seen
 
@@ -240,10 +241,10 @@ def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done = int(([str(start)] + proc.stdout.read().split())[-1])  # the last checkpoint save_checkpoint finished
-        pending = run / train.PENDING
+        pending = run / checkpoints.PENDING
         outcomes.append(f"+{done - start} " + ("nothing pending" if not pending.exists() else
                                                "committed" if (pending / "COMMITTED").exists() else "uncommitted"))
-        train.finish_checkpoint(run)
+        checkpoints.finish_checkpoint(run)
         values = {float(v) for t in load_file(run / "model.safetensors").values() for v in t.unique()}
         assert len(values) == 1, f"attempt {attempt}: weights of several checkpoints mixed: {sorted(values)[:5]}"
         weights_step = int(values.pop())
@@ -251,6 +252,6 @@ def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
         assert json.loads((run / "rmpl.json").read_text())["step"] == weights_step
         opt = torch.optim.AdamW(M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"])).parameters())
         sampler = train.tensors.TaskSampler({"text_event": list(range(10))}, {"text_event": 1.0}, 2)
-        assert train.load_train_state(run, train.TrainConfig(lora_rank=0), opt, sampler) == weights_step
-        assert not (run / train.PENDING).exists() and not list(run.glob(".tmp-*"))
+        assert checkpoints.load_train_state(run, train.TrainConfig(lora_rank=0), opt, sampler) == weights_step
+        assert not (run / checkpoints.PENDING).exists() and not list(run.glob(".tmp-*"))
     print("SIGKILL outcomes (checkpoints finished, state of the write that was cut):", outcomes)

@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 
 import data
+import lora
 import model as M
 import schema as S
 import tensors
@@ -217,7 +218,7 @@ class RMPL:
         net = M.load_model(d / MODEL_FILE, device)
         if (d / ADAPTER_FILE).exists():
             M.load_adapter(net, d / ADAPTER_FILE)
-            M.merge_lora(net)  # explicit: inference runs on merged weights
+            lora.merge_lora(net)  # explicit: inference runs on merged weights
         info = json.loads((d / INFO_FILE).read_text())
         return cls(net, tensors.Tokenizer.load(d / TOKENIZER_FILE), info["tasks"], **kw)
 

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import data
 import evaluate
+import lora
 import model as M
 import rmpl
 import schema as S
@@ -202,8 +203,9 @@ def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
     if master:
         tok.save(run / rmpl.TOKENIZER_FILE)
     if cfg.lora_rank:
-        M.add_lora(net, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
-        M.mark_only_lora_as_trainable(net)
+        lora.add_lora(net, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout)
+        lora.mark_only_lora_as_trainable(net)
     return net, tok
 
 
@@ -246,7 +248,7 @@ def init_model(init: Path, run: Path, master: bool) -> tuple[M.Seq2Seq, tensors.
     tok = tensors.Tokenizer.load(init / rmpl.TOKENIZER_FILE)
     net = M.load_model(init / rmpl.MODEL_FILE)
     if (init / rmpl.ADAPTER_FILE).exists():
-        net = M.remove_lora(M.load_adapter(net, init / rmpl.ADAPTER_FILE), merge=True)
+        net = lora.remove_lora(M.load_adapter(net, init / rmpl.ADAPTER_FILE), merge=True)
     if run.resolve() != init.resolve() and master:
         M.save_model(net, run / rmpl.MODEL_FILE)
     return net, tok
@@ -265,7 +267,7 @@ def resume_model(cfg: TrainConfig, run: Path) -> tuple[M.Seq2Seq, tensors.Tokeni
                 M.load_model(run / rmpl.MODEL_FILE))
     # the file's LoRA layers on the run's base (load_adapter checks the base hash)
     if cfg.lora_rank:
-        M.mark_only_lora_as_trainable(M.load_adapter(net, run / rmpl.ADAPTER_FILE))
+        lora.mark_only_lora_as_trainable(M.load_adapter(net, run / rmpl.ADAPTER_FILE))
     return net, tok
 
 
@@ -472,7 +474,7 @@ def main(argv=None) -> dict:
           f"{n_params / 1e6:.2f}M parameters; device {env.device}"
           + (f" x {env.world} processes" if env.ddp else ""))
     if cfg.lora_rank:
-        M.print_trainable_parameters(net)
+        lora.print_trainable_parameters(net)
     log = open(run / LOG_FILE, "a") if env.master else open(os.devnull, "w")
     if cfg.resume:  # lines after this one replace those of the interrupted run past `step`
         log.write(json.dumps({"step": start, "resumed": True}) + "\n")

@@ -42,7 +42,7 @@ def test_no_import_cycle():
 
 # The method's order: a file imports only files before it (evaluate's scorer sits beside data, since
 # train.py scores its dev F1 with it; evaluate's command line runs a model through rmpl.py).
-ORDER = ["schema", "data", "evaluate", "tensors", "model", "rmpl", "checkpoints", "toy_pictures", "toy_text", "toy",
+ORDER = ["schema", "data", "evaluate", "tensors", "lora", "model", "rmpl", "checkpoints", "toy_pictures", "toy_text", "toy",
          "train", "toy_tools"]
 
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import lora
 import model as M
 
 V, PAD, BOS, EOS = 50, 0, 1, 2
@@ -164,9 +165,9 @@ def test_generation_is_capped_by_max_target_len():
 
 # ----------------------------------------------------------------------------- LoRA
 def lora_model(seed=0, r=4):
-    m = M.add_lora(tiny_model(seed), r=r, lora_alpha=8, lora_dropout=0.0)
+    m = lora.add_lora(tiny_model(seed), r=r, lora_alpha=8, lora_dropout=0.0)
     torch.manual_seed(seed + 100)
-    for layer in M.lora_layers(m).values():  # a trained-looking adapter: B no longer zero
+    for layer in lora.lora_layers(m).values():  # a trained-looking adapter: B no longer zero
         nn.init.normal_(layer.lora_B, std=0.1)
     return m
 
@@ -184,40 +185,40 @@ def test_lora_linear_known_answer(lora_alpha, y, merged_weight):
     with torch.no_grad():
         base.weight.copy_(torch.tensor([[1.0, 0, 2], [0, 1, -1]]))
         base.bias.copy_(torch.tensor([0.5, -1.0]))
-    layer = M.LoRALinear(base, r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
+    layer = lora.LoRALinear(base, r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
     with torch.no_grad():
         layer.lora_A.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 1]]))
         layer.lora_B.copy_(torch.tensor([[1.0, 0], [0, 2]]))
     x = torch.tensor([[1.0, 2, 3]])
     torch.testing.assert_close(layer(x), torch.tensor([y]))
     net = nn.Sequential(base)  # the same numbers through the public helpers: add_lora, then merge_lora
-    M.add_lora(net, targets=("0",), r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
+    lora.add_lora(net, targets=("0",), r=2, lora_alpha=lora_alpha, lora_dropout=0.0)
     with torch.no_grad():
         net[0].lora_A.copy_(layer.lora_A)
         net[0].lora_B.copy_(layer.lora_B)
     torch.testing.assert_close(net(x), torch.tensor([y]))
-    M.merge_lora(net)
+    lora.merge_lora(net)
     merged = torch.tensor(merged_weight, dtype=torch.float32)
     torch.testing.assert_close(net[0].weight, merged)  # W + B A * lora_alpha / r
     torch.testing.assert_close(net(x), torch.tensor([y]))
 
 
 def test_add_lora_wraps_the_attention_projections():
-    m = M.add_lora(tiny_model())
-    names = M.lora_layers(m)
+    m = lora.add_lora(tiny_model())
+    names = lora.lora_layers(m)
     # vision 1 layer x 4, encoder 1 x 4, decoder 2 x (4 self + 4 cross)
     assert len(names) == 4 + 4 + 16 and "decoder.1.cross_attn.o" in names
     assert all(l.lora_A.shape == (8, 16 if n.startswith("vision") else 32) for n, l in names.items())
-    assert M.lora_layers(M.add_lora(tiny_model(), targets=("fc1",))).keys() == {
+    assert lora.lora_layers(lora.add_lora(tiny_model(), targets=("fc1",))).keys() == {
         "vision.blocks.0.mlp.fc1", "encoder.0.mlp.fc1", "decoder.0.mlp.fc1", "decoder.1.mlp.fc1"}
     with pytest.raises(ValueError, match="already has LoRA"):
-        M.add_lora(m)
+        lora.add_lora(m)
 
 
 def test_fresh_adapter_changes_nothing():
     batch = make_batch()
     before = tiny_model()(batch)[0]
-    after = M.add_lora(tiny_model())(batch)[0]
+    after = lora.add_lora(tiny_model())(batch)[0]
     assert torch.equal(before, after)
 
 
@@ -225,15 +226,15 @@ def test_merge_equals_unmerged_and_is_idempotent():
     m, batch = lora_model(), make_batch()
     unmerged = m(batch)[0]
     weights = {k: v.clone() for k, v in m.state_dict().items()}
-    M.merge_lora(m)
+    lora.merge_lora(m)
     merged_once = {k: v.clone() for k, v in m.state_dict().items()}
     torch.testing.assert_close(m(batch)[0], unmerged, atol=1e-5, rtol=0)
-    M.merge_lora(m)
+    lora.merge_lora(m)
     assert all(torch.equal(v, merged_once[k]) for k, v in m.state_dict().items())
     m.train().eval()
-    assert all(l.merged for l in M.lora_layers(m).values())  # switching modes neither merges nor unmerges
-    M.unmerge_lora(m)
-    M.unmerge_lora(m)
+    assert all(l.merged for l in lora.lora_layers(m).values())  # switching modes neither merges nor unmerges
+    lora.unmerge_lora(m)
+    lora.unmerge_lora(m)
     torch.testing.assert_close(m(batch)[0], unmerged, atol=1e-5, rtol=0)
     for k, v in m.state_dict().items():
         torch.testing.assert_close(v, weights[k], atol=1e-6, rtol=0)
@@ -241,11 +242,11 @@ def test_merge_equals_unmerged_and_is_idempotent():
 
 def test_only_lora_parameters_get_gradients():
     m = lora_model().train()
-    M.mark_only_lora_as_trainable(m)
+    lora.mark_only_lora_as_trainable(m)
     m(make_batch())[1].backward()
     for name, p in m.named_parameters():
         assert (p.grad is not None) == ("lora_" in name), name
-    assert set(M.lora_state_dict(m)) == {n for n, _ in m.named_parameters() if "lora_" in n}
+    assert set(lora.lora_state_dict(m)) == {n for n, _ in m.named_parameters() if "lora_" in n}
 
 
 @pytest.mark.parametrize("size, r, line", [
@@ -253,9 +254,9 @@ def test_only_lora_parameters_get_gradients():
     (100, 1, "trainable params: 200 || all params: 10,300 || trainable%: 1.9417"),  # 10,100 base + 200
 ])
 def test_trainable_parameters_line(size, r, line):
-    net = M.add_lora(nn.Sequential(nn.Linear(size, size)), targets=("0",), r=r)
-    M.mark_only_lora_as_trainable(net)
-    assert M.trainable_parameters(net) == line
+    net = lora.add_lora(nn.Sequential(nn.Linear(size, size)), targets=("0",), r=r)
+    lora.mark_only_lora_as_trainable(net)
+    assert lora.trainable_parameters(net) == line
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -296,12 +297,12 @@ def test_adapter_round_trip_and_base_check(tmp_path):
     with safe_open(str(tmp_path / "ad.safetensors"), "pt") as f:
         assert all("lora_" in k for k in f.keys()) and f.metadata()["base_ref"] == "base.safetensors"
     loaded = M.load_adapter(M.load_model(tmp_path / "base.safetensors").eval(), tmp_path / "ad.safetensors")
-    assert M.lora_layers(loaded).keys() == M.lora_layers(m).keys()
+    assert lora.lora_layers(loaded).keys() == lora.lora_layers(m).keys()
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in m.state_dict().items())
     assert torch.equal(loaded(batch)[0], m(batch)[0])
     with pytest.raises(M.CheckpointError, match="trained on base 'base.safetensors'"):
         M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors")
-    assert M.lora_layers(M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors", check_base=False))
+    assert lora.lora_layers(M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors", check_base=False))
 
 
 def test_a_bad_adapter_leaves_the_model_as_it_was(tmp_path):
@@ -314,9 +315,9 @@ def test_a_bad_adapter_leaves_the_model_as_it_was(tmp_path):
     before = model(batch)[0]
     with pytest.raises(M.CheckpointError, match="missing keys"):
         M.load_adapter(model, tmp_path / "bad.safetensors")
-    assert not M.lora_layers(model) and all(type(m) is not M.LoRALinear for m in model.modules())
+    assert not lora.lora_layers(model) and all(type(m) is not lora.LoRALinear for m in model.modules())
     assert torch.equal(model(batch)[0], before)
-    assert M.lora_layers(M.load_adapter(model, tmp_path / "ad.safetensors"))  # and it can take a good one
+    assert lora.lora_layers(M.load_adapter(model, tmp_path / "ad.safetensors"))  # and it can take a good one
 
 
 def test_save_refuses_unmerged_lora_and_saves_merged(tmp_path):
@@ -324,10 +325,10 @@ def test_save_refuses_unmerged_lora_and_saves_merged(tmp_path):
     with pytest.raises(M.CheckpointError, match="unmerged LoRA"):
         M.save_model(m, tmp_path / "x.safetensors")
     expected = m(batch)[0]
-    M.merge_lora(m)
+    lora.merge_lora(m)
     M.save_model(m, tmp_path / "x.safetensors")
     plain = M.load_model(tmp_path / "x.safetensors").eval()
-    assert not M.lora_layers(plain)
+    assert not lora.lora_layers(plain)
     torch.testing.assert_close(plain(batch)[0], expected, atol=1e-5, rtol=0)
     with pytest.raises(M.CheckpointError, match="unmerge_lora"):
         M.save_adapter(m, tmp_path / "a.safetensors", base_ref="x")

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import evaluate
+import lora
 import model as M
 import rmpl
 import schema as S
@@ -92,7 +93,7 @@ def test_lora_evaluation_scores_what_the_adapter_computes(world, tmp_path, capsy
     tok, tasks = tensors.Tokenizer.load(run / "tokenizer.model"), json.loads((run / "rmpl.json").read_text())["tasks"]
     evaluated = rmpl.RMPL.load(run)  # what evaluate.py runs
     unmerged = M.load_adapter(M.load_model(run / "model.safetensors"), run / "adapter.safetensors").eval()
-    assert M.lora_layers(unmerged) and not any(layer.merged for layer in M.lora_layers(unmerged).values())
+    assert lora.lora_layers(unmerged) and not any(layer.merged for layer in lora.lora_layers(unmerged).values())
     plain = M.load_model(run / "model.safetensors").eval()
     examples = [e for s in gold.sentences.values() for e in rmpl.text_examples("text_mention", s)]
     examples += [e for i in gold.images.values() for e in rmpl.image_examples("image_mention", i)]

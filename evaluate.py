@@ -433,9 +433,7 @@ def main(argv: list[str] | None = None) -> None:
             gold, pred = read_or_predict(args, gold_dir)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-    # PredictionError, DataError, CheckpointError, a missing file
-    except (OSError, ValueError) as e:
-
+    except (OSError, ValueError) as e:  # PredictionError, DataError, CheckpointError, missing file
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     switches = {name: getattr(args, name) for name in SWITCHES}

@@ -184,8 +184,7 @@ def load_data(cfg: TrainConfig) -> data.Sources:
     with warnings_as_lines():
         try:
             sources = data.read_sources(root)
-        # names the file, the record and the problem: no traceback needed
-        except data.DataError as e:
+        except data.DataError as e:  # it names the file, the record and the problem
             sys.exit(f"train.py: {e}")
     return sources
 
@@ -527,9 +526,7 @@ def evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env: Dist, run: 
     log.flush()
     try:
         save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
-    # this step's update made weights non-finite (an infinite --lr, say)
-    except M.CheckpointError as e:
-
+    except M.CheckpointError as e:  # this step's update made the weights non-finite (--lr inf, say)
         sys.exit(f"train.py: {e}")
     return record
 

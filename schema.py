@@ -363,7 +363,6 @@ def parse(tokens: Sequence[str], words: Sequence[str] | None = None,
     # No try/except: every read checks the index before it looks and moves i forward, so the loop
     # ends and nothing raises; a bug here should fail the fuzz tests, not silently drop the records
     # after it.
-
     i = _skip_to_record(tokens, 0)
     while i < len(tokens):
         rec, i = _read_record(tokens, i, words, size)

@@ -1,6 +1,6 @@
 """The model: a small vision-language encoder-decoder, and its safetensors files.
 
-  images (B, 3, S, S) -> ViT -> patch tokens (B, N, d) --+
+  images (B, 3, S, S) -> CNN -> patch tokens (B, N, d) --+
                                                           +-> encoder -> memory (B, T + N, d)
   input_ids (B, T)    -> token embedding (B, T, d) ------+                  |
   [bos] + target[:-1] -> decoder (causal self-attention, cross-attention) --+-> logits (B, L, vocab)
@@ -58,11 +58,12 @@ class ModelConfig:
     dropout: float = 0.0      # off: at the toy budgets it slowed learning more than it regularised
     max_text_len: int = 128   # prompt positions (learned)
     max_target_len: int = 64  # decoder positions, bos included: at most this many generated tokens
-    image_size: int = 64      # S: data.py letterboxes every image onto an S x S canvas
+    image_size: int = 64      # S: tensors.py letterboxes every image onto an S x S canvas
     patch_size: int = 8       # (S / P)^2 patch tokens per image
     vision_width: int = 192
     vision_heads: int = 3
-    vision_layers: int = 2
+    vision_layers: int = 0    # transformer blocks on the stem's tokens (the encoder mixes them)
+    vision_norm: str = "batch"  # the conv stem's normalisation: batch | group
 
     def __post_init__(self):
         for what, a, b in [("d_model", self.d_model, self.n_heads),
@@ -78,9 +79,9 @@ class ModelConfig:
 # Named sizes for train.py --model-size (fields of ModelConfig that differ from its defaults).
 MODEL_SIZES = {
     "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2,
-                 vision_width=128, vision_heads=4, vision_layers=2),
+                 vision_width=128, vision_heads=4),
     "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2,
-                  vision_width=128, vision_heads=4, vision_layers=2),
+                  vision_width=128, vision_heads=4),
     "base": dict(),
 }
 
@@ -169,28 +170,40 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class VisionTower(nn.Module):
-    """A ViT with a convolutional stem:
-    P x P patches -> embedding + learned positions -> pre-norm blocks -> d_model.
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each normalised and followed by ReLU, then (``pool``) a 2x2 max-pool:
+    (B, a, H, W) -> (B, b, H/2, W/2), or (B, b, H, W) without the pool."""
 
-    The patch embedding is a stack of stride-2 3x3 convolutions (log2 P of them) instead of one
-    P x P linear map: early convolutions make a ViT trainable from scratch on little data
-    (Xiao et al., 2021, "Early convolutions help transformers see better"); the README has the toy
-    world's measurement.
+    def __init__(self, a: int, b: int, norm: str, pool: bool):
+        layers = []
+        for c_in in (a, b):
+            layers += [nn.Conv2d(c_in, b, 3, padding=1, bias=False), NORMS[norm](b), nn.ReLU()]
+        super().__init__(*layers, *([nn.MaxPool2d(2)] if pool else []))
+
+
+NORMS = {"batch": nn.BatchNorm2d, "group": lambda c: nn.GroupNorm(min(8, c), c)}
+
+
+class VisionTower(nn.Module):
+    """A convolutional network whose last feature map becomes the patch tokens, then
+    ``vision_layers`` pre-norm transformer blocks (none by default), projected to d_model.
+
+    The stem is a plain VGG-style classifier cut before its pooling: log2(P) blocks of two 3x3
+    convolutions + normalisation + ReLU, each halving the map, widths doubling up to vision_width,
+    and one block at the final (S/P x S/P) resolution. Trained from scratch on about a thousand
+    small pictures, such a classifier recognises the toy compositions where a ViT with a light conv
+    stem did not (benchmarks/vision_ceiling.py, benchmarks/vision_experiments.md). Each cell of the
+    final map sees a P x P patch and its surround, and stays one token, so boxes can still be read
+    from token positions.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        n_down = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (ModelConfig)
+        widths = [cfg.vision_width // 2 ** (n_down - i) for i in range(n_down)] + [cfg.vision_width]
+        self.stem = nn.Sequential(*(ConvBlock(a, b, cfg.vision_norm, pool=i < n_down)
+                                    for i, (a, b) in enumerate(zip([3] + widths, widths))))
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
-        # patch_size is a power of two (checked in ModelConfig)
-        n_convs = cfg.patch_size.bit_length() - 1
-        widths = ([3] + [cfg.vision_width // 2 ** (n_convs - i) for i in range(1, n_convs)]
-                  + [cfg.vision_width])
-        layers = []
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
-            layers += ([nn.Conv2d(a, b, 3, stride=2, padding=1)]
-                       + ([nn.GELU()] if i < n_convs - 1 else []))
-        self.patch = nn.Sequential(*layers)       # (B, 3, S, S) -> (B, W, S/P, S/P)
         self.pos = nn.Parameter(torch.randn(1, n_patches, cfg.vision_width) * 0.02)
         self.blocks = nn.ModuleList(
             Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
@@ -199,11 +212,11 @@ class VisionTower(nn.Module):
                               nn.Linear(cfg.vision_width, cfg.d_model))
 
     def forward(self, images):
-        x = self.patch(images)                     # (B, W, S/P, S/P)
-        x = x.flatten(2).transpose(1, 2) + self.pos  # (B, N, W), patches in row-major order
+        x = self.stem(images)                        # (B, W, S/P, S/P)
+        x = x.flatten(2).transpose(1, 2) + self.pos  # (B, N, W), cells in row-major order
         for block in self.blocks:
             x = block(x)
-        return self.proj(self.ln(x))               # (B, N, d_model)
+        return self.proj(self.ln(x))                 # (B, N, d_model)
 
 
 class Seq2Seq(nn.Module):

@@ -24,7 +24,7 @@ import torch
 from PIL import Image as PILImage
 
 from data import DataError, encodable
-from schema import SPECIAL_TOKENS, TASKS
+from schema import LOC_TOKENS, NUM_BINS, ROLE_TOKENS, SPECIAL_TOKENS, TASKS
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 FIRST_SPECIAL_ID = 4  # schema.SPECIAL_TOKENS[i] has id FIRST_SPECIAL_ID + i
@@ -274,7 +274,14 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
     return {"input_ids": torch.tensor(input_ids[:max_input_len], dtype=torch.long),
             "target_ids": torch.tensor(target_ids[:max_target_len], dtype=torch.long),
             "image": image, "has_image": ex.image is not None, "task_id": TASKS.index(ex.task),
-            "input_cut": input_cut, "target_cut": target_cut}
+            "input_cut": input_cut, "target_cut": target_cut,
+            "bins_wide": _bins_wide(ex.size) if ex.image is not None and ex.size else 0}
+
+
+def _bins_wide(size: tuple[int, int]) -> int:
+    """How many location bins (and canvas pixels at image_size = NUM_BINS) the letterboxed image's
+    width covers: hflip mirrors bins and pixels inside this width, not across the padding."""
+    return max(1, round(NUM_BINS * size[0] / max(size)))
 
 
 def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
@@ -291,6 +298,58 @@ def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor
             "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long)}  # (B,)
 
 
+# ----------------------------------------------------------------------------- augmentation
+_LOC_ID0 = FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(LOC_TOKENS[0])  # loc token ids are consecutive
+_ROLE_IDS = {FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(tok) for tok in ROLE_TOKENS.values()}
+
+
+def _is_box(ids: list[int], i: int) -> bool:
+    return i + 4 <= len(ids) and all(0 <= t - _LOC_ID0 < NUM_BINS for t in ids[i:i + 4])
+
+
+def hflip(encoded: dict) -> dict:
+    """An encoded example with an image, mirrored left to right: the letterboxed picture inside its
+    own width (the padding stays at the right) and every box of the target, x1 x2 -> w-1-x2 w-1-x1
+    in bins, exact when image_size = NUM_BINS. Arguments of one role are then re-sorted by position,
+    so the target keeps the readers' canonical order. Examples without an image come back as they
+    are."""
+    w = encoded.get("bins_wide", 0)
+    if not encoded["has_image"] or not w:
+        return encoded
+    image = encoded["image"].clone()  # cached images are shared (ImageCache)
+    pw = round(w * image.shape[-1] / NUM_BINS)                    # canvas columns of the picture
+    image[:, :, :pw] = image[:, :, :pw].flip(-1)                  # (3, S, S)
+    ids, out, i = encoded["target_ids"].tolist(), [], 0
+    while i < len(ids):
+        if _is_box(ids, i):
+            x1, y1, x2, y2 = (t - _LOC_ID0 for t in ids[i:i + 4])
+            new_x1, new_x2 = max(0, w - 1 - x2), max(0, w - 1 - x1)
+            out += [_LOC_ID0 + new_x1, ids[i + 1], _LOC_ID0 + new_x2, ids[i + 3]]
+            i += 4
+        else:
+            out.append(ids[i])
+            i += 1
+    target = encoded["target_ids"].new_tensor(_sort_same_role(out))
+    return {**encoded, "image": image, "target_ids": target}
+
+
+def _sort_same_role(ids: list[int]) -> list[int]:
+    """Runs of box arguments of one role ([role, 4 locs] repeated) sorted by (x1, y1, x2, y2)."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while ids[i] in _ROLE_IDS and j < len(ids) and ids[j] == ids[i] and _is_box(ids, j + 1):
+            j += 5
+        if j > i:
+            out += [t for arg in sorted(ids[k:k + 5] for k in range(i, j, 5)) for t in arg]
+            i = j
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+# ----------------------------------------------------------------------------- task sampling
 def tempered_weights(sizes: dict[str, int], alpha: float) -> dict[str, float]:
     """Task probabilities p_t ∝ n_t ** alpha: alpha = 1 is proportional to size (every example
     equally often), alpha = 0 is uniform over tasks; in between, small tasks are seen more without
@@ -312,11 +371,13 @@ class TaskSampler:
     task t's epoch e order from random.Random(f"{seed}/{t}/{e}"), so the whole state is the step and
     one cursor per task (`state_dict()`), and `load_state_dict` resumes bit-exactly. DDP: every rank
     draws the same global batch and keeps slots [rank * batch_size, (rank + 1) * batch_size), so
-    ranks get disjoint examples (within an epoch) and share one state.
+    ranks get disjoint examples (within an epoch) and share one state. ``hflip``: the probability
+    that an item is mirrored (``hflip``; examples with an image only), drawn per slot from
+    random.Random(f"{seed}/flip/{s}"), so the flips too are a function of the step.
     """
 
     def __init__(self, datasets: dict[str, list], weights: dict[str, float], batch_size: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, hflip: float = 0.0):
         unknown = (set(datasets) - set(TASKS)) | (set(weights) - set(datasets))
         if (unknown or any(w < 0 for w in weights.values()) or not 0 <= rank < world_size
                 or batch_size < 1):
@@ -329,6 +390,7 @@ class TaskSampler:
                              f"({weights})")
         self.datasets, self.weights = datasets, [weights[t] for t in self.tasks]
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.flip_prob = hflip  # probability of mirroring an item (an encoded dict with an image)
         self.step, self.cursor = 0, {t: 0 for t in self.tasks}
         self._order: dict[str, tuple[int, list[int]]] = {}  # task -> (epoch, shuffled indices)
 
@@ -360,10 +422,13 @@ class TaskSampler:
     def __next__(self) -> list:
         draws = random.Random(f"{self.seed}/step/{self.step}").choices(
             self.tasks, weights=self.weights, k=self.batch_size * self.world_size)
+        flips = random.Random(f"{self.seed}/flip/{self.step}")  # from the step: resume stays exact
         batch = []
         for slot, task in enumerate(draws):
+            flip = flips.random() < self.flip_prob  # drawn for every slot: the same on every rank
             if slot // self.batch_size == self.rank:
-                batch.append(self._item(task, self.cursor[task]))
+                item = self._item(task, self.cursor[task])
+                batch.append(hflip(item) if flip else item)
             self.cursor[task] += 1
         self.step += 1
         return batch

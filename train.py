@@ -92,6 +92,7 @@ class TrainConfig:
     eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
     eval_batches: int = knob(4, "dev-loss batches per task at each evaluation")
     dev_docs: int = knob(10, "M2E2 dev documents of the quick dev F1 at each evaluation (0: off)")
+    hflip: float = knob(0.5, "probability of mirroring a training image with its boxes")
 
 
 # What differs per stage. Stage 2 fine-tunes the whole network by default, which beat LoRA on the
@@ -104,7 +105,7 @@ PRESETS = {
 }
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
                 log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, lr=0.0,
-                min_lr=0.0, grad_clip=0.0)
+                min_lr=0.0, grad_clip=0.0, hflip=0.0)
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -124,6 +125,8 @@ def parse_args(argv=None) -> TrainConfig:
     for name, least in AT_LEAST.items():
         if given.get(name, least) < least:
             p.error(f"--{name.replace('_', '-')} must be at least {least}, not {given[name]}")
+    if given.get("hflip", 0.0) > 1:
+        p.error(f"--hflip is a probability, not {given['hflip']}")
     stage = given.get("stage", 1)
     if stage not in PRESETS:
         p.error(f"--stage must be 1 or 2, not {stage}")
@@ -459,7 +462,8 @@ def main(argv=None) -> dict:
     train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
     # one global batch, one state
     sampler = tensors.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size,
-                                  seed=cfg.seed, rank=env.rank, world_size=env.world)
+                                  seed=cfg.seed, rank=env.rank, world_size=env.world,
+                                  hflip=cfg.hflip)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
     try:

@@ -52,6 +52,18 @@ def test_module_shapes():
     assert m.vision(torch.randn(3, 3, 16, 16)).shape == (3, (16 // 8) ** 2, cfg.d_model)
 
 
+@pytest.mark.parametrize("S, P, width", [(16, 8, 16), (64, 8, 64), (32, 4, 32), (64, 16, 64)])
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_vision_tower_shapes(S, P, width, norm):
+    """One token per cell of the stem's last (S/P x S/P) map: log2(P) halving blocks, then one more."""
+    cfg = tiny_config(image_size=S, patch_size=P, vision_width=width, vision_norm=norm)
+    tower = M.VisionTower(cfg).train()
+    fmap = tower.stem(torch.randn(2, 3, S, S))
+    assert fmap.shape == (2, width, S // P, S // P)
+    assert len(tower.stem) == P.bit_length() - 1 + 1  # the last block keeps the resolution
+    assert tower(torch.randn(2, 3, S, S)).shape == (2, (S // P) ** 2, cfg.d_model)
+
+
 @pytest.mark.parametrize("has_image, S", [((True, False, True), 10 + 4), ((False, False, False), 10)])
 def test_encode_decode_forward_shapes(has_image, S):
     m, batch = tiny_model(), make_batch(has_image=has_image)

@@ -455,8 +455,11 @@ def main(argv=None) -> dict:
     src = load_run_data(cfg, run, env)
     net, tok = build_model(cfg, src, run, env.master)
     net.to(env.device).train()
-    # find_unused_parameters: a slice without images leaves the vision tower out of the graph
-    model = (torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
+    # find_unused_parameters: a slice without images leaves the vision tower out of the graph.
+    # broadcast_buffers=False: BatchNorm keeps per-process statistics (README, "Multi-process"); a
+    # broadcast would be a collective in every forward, and processes make different numbers of them
+    model = (torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True,
+                                                       broadcast_buffers=False)
              if env.ddp else net)
     tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
     train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)

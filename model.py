@@ -63,7 +63,6 @@ class ModelConfig:
     vision_width: int = 192
     vision_heads: int = 3
     vision_layers: int = 0    # transformer blocks on the stem's tokens (the encoder mixes them)
-    vision_norm: str = "batch"  # the conv stem's normalisation: batch | group
 
     def __post_init__(self):
         for what, a, b in [("d_model", self.d_model, self.n_heads),
@@ -171,17 +170,19 @@ class Block(nn.Module):
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3 convolutions, each normalised and followed by ReLU, then (``pool``) a 2x2 max-pool:
-    (B, a, H, W) -> (B, b, H/2, W/2), or (B, b, H, W) without the pool."""
+    """Two 3x3 convolutions, each with BatchNorm and ReLU, then (``pool``) a 2x2 max-pool:
+    (B, a, H, W) -> (B, b, H/2, W/2), or (B, b, H, W) without the pool.
 
-    def __init__(self, a: int, b: int, norm: str, pool: bool):
+    BatchNorm's statistics are those of the batch's images only: Seq2Seq.encode runs the tower on
+    the examples that have an image (train.example_losses forwards them as their own sub-batch), and
+    under DDP each process's images (README, "Multi-process"). GroupNorm, which has no batch
+    statistics, learned far more slowly here (benchmarks/vision_experiments.md)."""
+
+    def __init__(self, a: int, b: int, pool: bool):
         layers = []
         for c_in in (a, b):
-            layers += [nn.Conv2d(c_in, b, 3, padding=1, bias=False), NORMS[norm](b), nn.ReLU()]
+            layers += [nn.Conv2d(c_in, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
         super().__init__(*layers, *([nn.MaxPool2d(2)] if pool else []))
-
-
-NORMS = {"batch": nn.BatchNorm2d, "group": lambda c: nn.GroupNorm(min(8, c), c)}
 
 
 class VisionTower(nn.Module):
@@ -189,7 +190,7 @@ class VisionTower(nn.Module):
     ``vision_layers`` pre-norm transformer blocks (none by default), projected to d_model.
 
     The stem is a plain VGG-style classifier cut before its pooling: log2(P) blocks of two 3x3
-    convolutions + normalisation + ReLU, each halving the map, widths doubling up to vision_width,
+    convolutions + BatchNorm + ReLU, each halving the map, widths doubling up to vision_width,
     and one block at the final (S/P x S/P) resolution. Trained from scratch on about a thousand
     small pictures, such a classifier recognises the toy compositions where a ViT with a light conv
     stem did not (benchmarks/vision_ceiling.py, benchmarks/vision_experiments.md). Each cell of the
@@ -201,7 +202,7 @@ class VisionTower(nn.Module):
         super().__init__()
         n_down = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (ModelConfig)
         widths = [cfg.vision_width // 2 ** (n_down - i) for i in range(n_down)] + [cfg.vision_width]
-        self.stem = nn.Sequential(*(ConvBlock(a, b, cfg.vision_norm, pool=i < n_down)
+        self.stem = nn.Sequential(*(ConvBlock(a, b, pool=i < n_down)
                                     for i, (a, b) in enumerate(zip([3] + widths, widths))))
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
         self.pos = nn.Parameter(torch.randn(1, n_patches, cfg.vision_width) * 0.02)

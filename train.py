@@ -360,6 +360,15 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
     return env
 
 
+def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
+    """find_unused_parameters: a slice without images leaves the vision tower out of the graph.
+    broadcast_buffers=False: BatchNorm keeps per-process statistics (README, "Multi-process"); a
+    broadcast would be a collective in every forward, and processes make different numbers of them
+    (a text sub-batch, an image sub-batch, or both)."""
+    return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True,
+                                                     broadcast_buffers=False)
+
+
 def load_run_data(cfg: TrainConfig, run: Path, env: Dist) -> data.Sources:
     """Settle a checkpoint write a kill cut off (rank 0, before anyone reads the run), then read
     --data; the other ranks wait meanwhile, since rank 0 may also be generating the toy world."""
@@ -455,12 +464,7 @@ def main(argv=None) -> dict:
     src = load_run_data(cfg, run, env)
     net, tok = build_model(cfg, src, run, env.master)
     net.to(env.device).train()
-    # find_unused_parameters: a slice without images leaves the vision tower out of the graph.
-    # broadcast_buffers=False: BatchNorm keeps per-process statistics (README, "Multi-process"); a
-    # broadcast would be a collective in every forward, and processes make different numbers of them
-    model = (torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True,
-                                                       broadcast_buffers=False)
-             if env.ddp else net)
+    model = ddp_model(net) if env.ddp else net
     tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
     train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
     # one global batch, one state

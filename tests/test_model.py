@@ -53,10 +53,9 @@ def test_module_shapes():
 
 
 @pytest.mark.parametrize("S, P, width", [(16, 8, 16), (64, 8, 64), (32, 4, 32), (64, 16, 64)])
-@pytest.mark.parametrize("norm", ["batch", "group"])
-def test_vision_tower_shapes(S, P, width, norm):
+def test_vision_tower_shapes(S, P, width):
     """One token per cell of the stem's last (S/P x S/P) map: log2(P) halving blocks, then one more."""
-    cfg = tiny_config(image_size=S, patch_size=P, vision_width=width, vision_norm=norm)
+    cfg = tiny_config(image_size=S, patch_size=P, vision_width=width)
     tower = M.VisionTower(cfg).train()
     fmap = tower.stem(torch.randn(2, 3, S, S))
     assert fmap.shape == (2, width, S // P, S // P)

@@ -87,7 +87,8 @@ class TrainConfig:
     lora_alpha: float = knob(32.0, "LoRA alpha: the update is scaled by alpha / r")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input")
     vocab_size: int = knob(2000, "tokenizer size, schema tokens and byte pieces included (stage 1 "
-                                 "from scratch only)")
+                                 "from scratch only); 2000 fits the toy world, real news text "
+                                 "wants more (README 'Real text': 4000)")
     max_text_len: int = knob(128, "prompt positions (stage 1 from scratch only; later stages "
                                   "keep the checkpoint's): longer prompts are cut, and words "
                                   "past the cut can be neither read nor extracted")
@@ -238,7 +239,11 @@ def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.T
     if not texts:
         sys.exit(f"train.py: {cfg.data} has no training sentences (ace/train.json, mnre/train.txt) "
                  f"to build the tokenizer from")
-    tok = tensors.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    try:
+        tok = tensors.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    except ValueError as e:  # fewer pieces than schema tokens + 256 bytes + the text's characters
+        sys.exit(f"train.py: --vocab-size {cfg.vocab_size} is too small for this training text "
+                 f"({e})")
     special = dict(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id,
                    eos_id=tok.eos_id)
     return M.Seq2Seq(M.ModelConfig(**special, **M.MODEL_SIZES[cfg.model_size],

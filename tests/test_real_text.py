@@ -147,3 +147,13 @@ def test_max_text_len_is_a_train_flag_that_sizes_the_model():
     assert net.cfg.max_text_len == 256 and net.text_pos.weight.shape[0] == 256
     with pytest.raises(SystemExit):
         train.parse_args(["--max-text-len", "0"])
+
+
+def test_a_vocabulary_too_small_for_the_text_is_one_line_not_a_traceback(tmp_path):
+    """Real text has ~110 distinct characters; below schema tokens + 256 bytes + characters sentencepiece fails."""
+    (tmp_path / "ace").mkdir()
+    (tmp_path / "ace" / "train.json").write_text(json.dumps(
+        [{"words": ["Troops", "attacked", "Aleppo", "—", "“again”"], "golden-event-mentions": []}]))
+    with pytest.raises(SystemExit, match=r"^train.py: --vocab-size 300 is too small for this training text"):
+        train.main(["--data", str(tmp_path), "--out", str(tmp_path / "runs"), "--tasks", "text_event",
+                    "--vocab-size", "300", "--max-steps", "1"])

@@ -157,3 +157,22 @@ def test_a_vocabulary_too_small_for_the_text_is_one_line_not_a_traceback(tmp_pat
     with pytest.raises(SystemExit, match=r"^train.py: --vocab-size 300 is too small for this training text"):
         train.main(["--data", str(tmp_path), "--out", str(tmp_path / "runs"), "--tasks", "text_event",
                     "--vocab-size", "300", "--max-steps", "1"])
+
+
+def test_run_trains_and_scores_a_tiny_split_end_to_end(shared_dir, tmp_path):
+    """The whole command on 60 / 15 / 15 real sentences of split 1 and a few steps: both stages train, dev and test are
+    predicted and scored, and a second call reuses the finished split instead of training again."""
+    ids = split_ids(shared_dir)
+    textee = tmp_path / "textee" / "m2e2_split1"
+    textee.mkdir(parents=True)
+    for split, n in (("train", 60), ("dev", 15), ("test", 15)):
+        (textee / f"{split}.txt").write_text("\n".join(ids[split][:n]) + "\n")
+    argv = ["run", "--splits", "1", "--m2e2", str(shared_dir / "data" / "m2e2"), "--textee", str(tmp_path / "textee"),
+            "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--stage1-steps", "3",
+            "--stage2-steps", "2", "--batch-size", "4", "--vocab-size", "600", "--max-text-len", "64"]
+    result = real_text.main(argv)
+    split = result["splits"][1]
+    assert split["counts"]["test"]["sentences"] == 15 and set(split["seconds"]) >= {"stage1", "stage2", "total"}
+    assert set(split["test"]) == {"strict", "unattached_args"} and "text_argument" in split["dev"]["strict"]
+    assert json.loads((tmp_path / "runs" / "split1" / "stage1" / "rmpl.json").read_text())["config"]["max_text_len"] == 64
+    assert real_text.main(argv)["splits"][1] == split  # done before: read back, not trained again

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -223,18 +223,25 @@ class RMPL:
         return cls(net, tensors.Tokenizer.load(d / TOKENIZER_FILE), info["tasks"], **kw)
 
     def run(self, examples: list[tensors.Example]) -> list[list[str]]:
-        """Greedy-decode every example (in batches) -> its output tokens."""
-        cfg, out = self.net.cfg, []
+        """Greedy-decode every example (in batches) -> its output tokens. Prompts longer than the
+        model's max_text_len are cut (nothing past the cut can be extracted): one warning says how
+        many."""
+        cfg, out, cut = self.net.cfg, [], Counter()
         device = next(self.net.parameters()).device
         for i in range(0, len(examples), self.batch_size):
             enc = [tensors.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len,
-                                          cfg.max_target_len, self.images)
+                                          cfg.max_target_len, self.images, counts=cut)
                    for e in examples[i:i + self.batch_size]]
             batch = {k: v.to(device) for k, v in tensors.collate(enc, self.tok.pad_id).items()}
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 ids = self.net.generate(batch, cfg.max_target_len,
                                         allowed=self.allowed(batch["input_ids"]))
             out += [self.tok.decode(row) for row in ids]
+        if cut["input_truncated"]:
+            task = examples[0].task if len({e.task for e in examples}) == 1 else "mixed"
+            warnings.warn(f"{task}: {cut['input_truncated']} of {cut['examples']} prompts were cut "
+                          f"to max_text_len={cfg.max_text_len}; words past the cut cannot be "
+                          f"extracted")
         return out
 
     def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:

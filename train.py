@@ -87,7 +87,11 @@ class TrainConfig:
     lora_alpha: float = knob(32.0, "LoRA alpha: the update is scaled by alpha / r")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input")
     vocab_size: int = knob(2000, "tokenizer size, schema tokens and byte pieces included (stage 1 "
-                                 "from scratch only)")
+                                 "from scratch only); 2000 fits the toy world, real news text "
+                                 "wants more (1.44 pieces per word on M2E2 dev at 4000)")
+    max_text_len: int = knob(128, "prompt positions (stage 1 from scratch only; later stages "
+                                  "keep the checkpoint's): longer prompts are cut, and words "
+                                  "past the cut can be neither read nor extracted")
     log_every: int = knob(50, "steps between log lines")
     eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
     eval_batches: int = knob(4, "dev-loss batches per task at each evaluation")
@@ -104,8 +108,8 @@ PRESETS = {
     2: dict(max_steps=600, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
-                log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, lr=0.0,
-                min_lr=0.0, grad_clip=0.0, hflip=0.0)
+                log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, max_text_len=8,
+                lr=0.0, min_lr=0.0, grad_clip=0.0, hflip=0.0)
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -238,10 +242,15 @@ def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.T
     if not texts:
         sys.exit(f"train.py: {cfg.data} has no training sentences (ace/train.json, mnre/train.txt) "
                  f"to build the tokenizer from")
-    tok = tensors.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    try:
+        tok = tensors.Tokenizer.train(texts, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    except ValueError as e:  # fewer pieces than schema tokens + 256 bytes + the text's characters
+        sys.exit(f"train.py: --vocab-size {cfg.vocab_size} is too small for this training text "
+                 f"({e})")
     special = dict(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id,
                    eos_id=tok.eos_id)
-    return M.Seq2Seq(M.ModelConfig(**special, **M.MODEL_SIZES[cfg.model_size])), tok
+    return M.Seq2Seq(M.ModelConfig(**special, **M.MODEL_SIZES[cfg.model_size],
+                                   max_text_len=cfg.max_text_len)), tok
 
 
 def init_model(init: Path, run: Path, master: bool) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
@@ -402,7 +411,8 @@ def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
     if cut["input_truncated"] or cut["target_truncated"]:
         print(f"warning: of {cut['examples']} examples, {cut['input_truncated']} prompts were cut "
               f"to max_text_len={mcfg.max_text_len} and {cut['target_truncated']} targets to "
-              f"max_target_len={mcfg.max_target_len}")
+              f"max_target_len={mcfg.max_target_len} (words past a prompt's cut cannot be "
+              f"extracted; stage 1 from scratch takes --max-text-len)")
     if not train:
         sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} "
                  f"({', '.join(tasks)})")

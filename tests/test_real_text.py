@@ -1,0 +1,177 @@
+"""Real sentences (issue 14): benchmarks/real_text.py's converter on the real M2E2 text and TextEE's splits (skipped
+without ../shared), its baseline by hand, and what real text changed in the product (prompt cuts counted at
+inference, --max-text-len)."""
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import data
+import evaluate
+import model as M
+import rmpl
+import schema as S
+import tensors
+import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import real_text  # noqa: E402
+
+
+def split_ids(shared_dir, k=1):
+    return real_text.read_split(shared_dir / "data" / "textee", k)
+
+
+# ----------------------------------------------------------------------------- the converter on real files
+def test_build_gives_textee_counts(shared_dir, tmp_path):
+    """TextEE's data/preprocessing/m2e2/README.md, split 1: 4211 / 901 / 901 sentences, 748 / 183 / 174 events,
+    1120 / 280 / 259 arguments; and data.py's readers see the same (nothing skipped or dropped)."""
+    counts = real_text.build(shared_dir / "data" / "m2e2", split_ids(shared_dir), tmp_path)
+    assert counts == {"train": {"sentences": 4211, "events": 748, "arguments": 1120},
+                      "dev": {"sentences": 901, "events": 183, "arguments": 280},
+                      "test": {"sentences": 901, "events": 174, "arguments": 259}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a skipped or dropped record would warn
+        for split, c in counts.items():
+            sents = data.read_jmee(tmp_path / "ace" / f"{split}.json")
+            assert (len(sents), sum(len(s.events) for s in sents),
+                    sum(len(e.arguments) for s in sents for e in s.events)) == tuple(c.values())
+        gold = data.read_m2e2(tmp_path / "m2e2" / "test", images=True)
+    assert len(gold.sentences) == 901 and not gold.images and not gold.links
+
+
+def test_a_few_real_sentences_convert_unchanged(shared_dir, tmp_path):
+    """The first sentences with and without events of each split: JMEE and M2E2 copies read back to the records
+    data.py makes from the official file itself."""
+    m2e2 = shared_dir / "data" / "m2e2"
+    official = {r["sentence_id"]: r for r in json.loads((m2e2 / "text_only_event.json").read_text())}
+    ids = {}
+    for split, all_ids in split_ids(shared_dir).items():
+        with_event = [i for i in all_ids if official[i]["golden-event-mentions"]][:2]
+        ids[split] = with_event + [i for i in all_ids if not official[i]["golden-event-mentions"]][:1]
+    real_text.build(m2e2, ids, tmp_path)
+    for split, chosen in ids.items():
+        expected = [data._m2e2_sentence(official[i]) for i in chosen]
+        got = data.read_jmee(tmp_path / "ace" / f"{split}.json")
+        assert [(s.id, s.words, s.events) for s in got] == [(s.id, s.words, s.events) for s in expected]
+        assert sum(len(s.events) for s in got) >= 2
+        if split != "train":
+            gold = data.read_m2e2(tmp_path / "m2e2" / split)
+            assert [(s.id, s.words, s.events, s.images) for s in gold.sentences.values()] == \
+                   [(s.id, s.words, s.events, ()) for s in expected]
+
+
+def test_build_refuses_unknown_and_repeated_ids(shared_dir, tmp_path):
+    m2e2 = shared_dir / "data" / "m2e2"
+    with pytest.raises(SystemExit, match="1 not in"):
+        real_text.build(m2e2, {"train": ["no_such_sentence_7"], "dev": [], "test": []}, tmp_path)
+    sid = split_ids(shared_dir)["test"][0]
+    with pytest.raises(SystemExit, match="1 in more than one split"):
+        real_text.build(m2e2, {"train": [sid], "dev": [sid], "test": []}, tmp_path)
+
+
+@pytest.mark.parametrize("switch", [[], ["--unattached-args"]])
+def test_gold_written_as_predictions_scores_100(shared_dir, tmp_path, capsys, switch):
+    real_text.build(shared_dir / "data" / "m2e2", split_ids(shared_dir, 3), tmp_path)
+    gold_dir = tmp_path / "m2e2" / "test"
+    gold = data.read_m2e2(gold_dir)
+    pred = tmp_path / "gold.jsonl"
+    pred.write_text("".join(json.dumps(line) + "\n"
+                            for line in rmpl.prediction_lines(S.Predictions({k: list(s.events)
+                                                                              for k, s in gold.sentences.items()}))))
+    evaluate.main(["--gold", str(gold_dir), "--pred", str(pred), "--json", *switch])
+    res = json.loads(capsys.readouterr().out)
+    assert res["text_mention"]["f1"] == res["text_argument"]["f1"] == 100.0
+
+
+def test_real_words_round_trip_and_every_span_is_writable(shared_dir):
+    """On all 6,013 sentences: the tokenizer (trained on split 1's train at the real-text vocabulary) gives every
+    sentence back word for word, and every event of every sentence linearises (no span past MAX_OCC)."""
+    records = json.loads((shared_dir / "data" / "m2e2" / "text_only_event.json").read_text())
+    sents = [data._m2e2_sentence(r) for r in records]
+    train_ids = set(split_ids(shared_dir)["train"])
+    tok = tensors.Tokenizer.train([s.words for s in sents if s.id in train_ids], vocab_size=5000)
+    assert all(tok.decode(tok.encode(list(s.words))) == list(s.words) for s in sents)
+    assert all(S.linearise(s.events, s.words) is not None for s in sents)
+
+
+# ----------------------------------------------------------------------------- the baseline, by hand
+def _rec(words, events=()):
+    return {"words": words.split(), "golden-event-mentions": [
+        {"event_type": t, "trigger": {"start": a, "end": b}, "arguments": []} for t, a, b in events]}
+
+
+def test_trigger_table_keeps_frequent_triggers_with_their_majority_type():
+    train_recs = [_rec("troops attacked the town", [("Conflict:Attack", 1, 2)]),
+                  _rec("critics attacked the plan", [("Conflict:Attack", 1, 2)]),  # 2 of 3: kept
+                  _rec("they attacked it"),
+                  _rec("he was shot dead", [("Conflict:Attack", 2, 3), ("Life:Die", 2, 3)]),
+                  _rec("a shot", [("Life:Die", 1, 2)]),  # shot: Die 2, Attack 1 -> Die
+                  _rec("they met in Paris", [("Contact:Meet", 1, 2)]),
+                  _rec("he met her"), _rec("we met"),  # met: 1 of 3 < 1/2: dropped
+                  _rec("took to the streets", [("Conflict:Demonstrate", 0, 4)])]
+    table = real_text.trigger_table(train_recs)
+    assert table == {("attacked",): "Conflict:Attack", ("shot",): "Life:Die",
+                     ("took", "to", "the", "streets"): "Conflict:Demonstrate"}
+    events = real_text.apply_table(table, _rec("Protesters Took to the streets and police ATTACKED them"))
+    assert events == [{"event_type": "Conflict:Demonstrate", "trigger": {"start": 1, "end": 5}, "arguments": []},
+                      {"event_type": "Conflict:Attack", "trigger": {"start": 7, "end": 8}, "arguments": []}]
+
+
+# ----------------------------------------------------------------------------- what real text changed
+def test_cut_prompts_are_counted_at_inference():
+    """Real sentences run past max_text_len; extraction used to cut them silently."""
+    words = "the troops attacked the town at dawn and then they left".split()
+    tok = tensors.Tokenizer.train([words] * 20, vocab_size=500)
+    cfg = M.ModelConfig(vocab_size=tok.vocab_size, pad_id=0, bos_id=2, eos_id=3, max_text_len=8, max_target_len=4,
+                        **M.MODEL_SIZES["tiny"])
+    extractor = rmpl.RMPL(M.Seq2Seq(cfg), tok)
+    short = tensors.Example("text_mention", [S.TASK_TOKENS["text_mention"], S.SEP, "troops"], [])
+    long = tensors.Example("text_mention", [S.TASK_TOKENS["text_mention"], S.SEP, *words], [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extractor.run([short])  # nothing cut, nothing said
+    with pytest.warns(UserWarning, match=r"text_mention: 1 of 2 prompts were cut to max_text_len=8"):
+        extractor.run([short, long])
+
+
+def test_max_text_len_is_a_train_flag_that_sizes_the_model():
+    cfg = train.parse_args(["--max-text-len", "256"])
+    assert cfg.max_text_len == 256 and train.parse_args([]).max_text_len == 128
+    src = data.Sources(ace={"train": [S.Sentence("a-0", ("troops", "attacked", "the", "town"))]},
+                       swig={}, mnre={}, m2e2={})
+    net, _ = train.new_model(train.TrainConfig(vocab_size=500, max_text_len=256), src)
+    assert net.cfg.max_text_len == 256 and net.text_pos.weight.shape[0] == 256
+    with pytest.raises(SystemExit):
+        train.parse_args(["--max-text-len", "0"])
+
+
+def test_a_vocabulary_too_small_for_the_text_is_one_line_not_a_traceback(tmp_path):
+    """Real text has ~110 distinct characters; below schema tokens + 256 bytes + characters sentencepiece fails."""
+    (tmp_path / "ace").mkdir()
+    (tmp_path / "ace" / "train.json").write_text(json.dumps(
+        [{"words": ["Troops", "attacked", "Aleppo", "—", "“again”"], "golden-event-mentions": []}]))
+    with pytest.raises(SystemExit, match=r"^train.py: --vocab-size 300 is too small for this training text"):
+        train.main(["--data", str(tmp_path), "--out", str(tmp_path / "runs"), "--tasks", "text_event",
+                    "--vocab-size", "300", "--max-steps", "1"])
+
+
+def test_run_trains_and_scores_a_tiny_split_end_to_end(shared_dir, tmp_path):
+    """The whole command on 60 / 15 / 15 real sentences of split 1 and a few steps: both stages train, dev and test are
+    predicted and scored, and a second call reuses the finished split instead of training again."""
+    ids = split_ids(shared_dir)
+    textee = tmp_path / "textee" / "m2e2_split1"
+    textee.mkdir(parents=True)
+    for split, n in (("train", 60), ("dev", 15), ("test", 15)):
+        (textee / f"{split}.txt").write_text("\n".join(ids[split][:n]) + "\n")
+    argv = ["run", "--splits", "1", "--m2e2", str(shared_dir / "data" / "m2e2"), "--textee", str(tmp_path / "textee"),
+            "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--stage1-steps", "3",
+            "--stage2-steps", "2", "--batch-size", "4", "--vocab-size", "600", "--max-text-len", "64"]
+    result = real_text.main(argv)
+    split = result["splits"][1]
+    assert split["counts"]["test"]["sentences"] == 15 and set(split["seconds"]) >= {"stage1", "stage2", "total"}
+    assert set(split["test"]) == {"strict", "unattached_args"} and "text_argument" in split["dev"]["strict"]
+    assert json.loads((tmp_path / "runs" / "split1" / "stage1" / "rmpl.json").read_text())["config"]["max_text_len"] == 64
+    assert real_text.main(argv)["splits"][1] == split  # done before: read back, not trained again

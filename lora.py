@@ -105,8 +105,15 @@ def remove_lora(model: nn.Module, merge: bool = False) -> nn.Module:
 
 
 def mark_only_lora_as_trainable(model: nn.Module) -> None:
+    """Freeze everything but the LoRA tensors: the base's parameters, and also its BatchNorm
+    statistics, which training would otherwise keep updating (they still normalise with the batch's
+    statistics in train mode). A frozen base then stays bit-identical to the file it came from, as
+    an adapter's base hash requires."""
     for name, p in model.named_parameters():
         p.requires_grad = "lora_" in name
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

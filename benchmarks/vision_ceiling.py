@@ -6,7 +6,7 @@
 The classifier: four blocks of two 3x3 convolutions + BatchNorm + ReLU and a 2x2 max-pool (widths
 32-64-128-128), global average pool, one linear layer to the 8 event types + "no event"; AdamW lr
 2e-3, weight decay 0.05, batch 32, random horizontal flip. It trains on the SWiG train images of
---data, letterboxed by data.load_image at --size px, for --budget-s seconds of wall time after
+--data, letterboxed by tensors.load_image at --size px, for --budget-s seconds of wall time after
 decoding them, then predicts each M2E2 image of dev and test as one event of the argmax type (or
 none) and prints the strict image event mention F1 (evaluate.score) beside the model's
 (rmpl.RMPL.predict on the same images). It shows how far the model's vision is from what the data
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 import evaluate  # noqa: E402
 import schema as S  # noqa: E402
+import tensors  # noqa: E402
 
 TYPES = tuple(S.EVENT_TYPES)  # class k < 8: that type; class 8: no event
 NONE = len(TYPES)
@@ -57,7 +58,7 @@ def train_classifier(images: list[S.Image], size: int, budget_s: float,
     """Train for ``budget_s`` s after decoding the images (at least one step): (net, steps)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    x = torch.stack([data.load_image(i.path, size)[0] for i in images])  # (N, 3, S, S)
+    x = torch.stack([tensors.load_image(i.path, size)[0] for i in images])  # (N, 3, S, S)
     y = torch.tensor([label(i) for i in images])                          # (N,)
     net = classifier()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
@@ -81,7 +82,7 @@ def train_classifier(images: list[S.Image], size: int, budget_s: float,
 @torch.no_grad()
 def classifier_predictions(net: nn.Module, gold: data.M2E2, size: int) -> S.Predictions:
     ids = sorted(gold.images)
-    x = torch.stack([data.load_image(gold.images[k].path, size)[0] for k in ids])
+    x = torch.stack([tensors.load_image(gold.images[k].path, size)[0] for k in ids])
     classes = net(x).argmax(-1).tolist()
     events = {k: [S.ImageEvent(TYPES[c])] if c != NONE else [] for k, c in zip(ids, classes)}
     return S.Predictions({}, events, [])

@@ -367,3 +367,17 @@ def test_overfits_one_batch(overfit):
     wanted = [row[:row.tolist().index(EOS)].tolist() for row in batch["target_ids"]]  # 7, 4, 2, 5 tokens
     assert m.generate(batch, 12) == wanted
     assert m.generate(batch, 12, use_cache=False) == wanted
+
+
+def test_frozen_batchnorm_keeps_its_statistics_under_lora():
+    """With LoRA on a frozen base the tower's BatchNorm statistics stay as they were: they belong to the
+    base weights (an adapter records their hash) and are not saved with the adapter."""
+    m = tiny_model().train()
+    lora.mark_only_lora_as_trainable(lora.add_lora(m, r=2))
+    bns = [b for b in m.vision.modules() if isinstance(b, nn.BatchNorm2d)]
+    before = M.weights_hash(m), [b.running_mean.clone() for b in bns]
+    m(make_batch())
+    assert M.weights_hash(m) == before[0] and all(torch.equal(a, b.running_mean) for a, b in zip(before[1], bns))
+    trainable = tiny_model().train()
+    trainable(make_batch())
+    assert trainable.vision.stem[0][1].num_batches_tracked == 1  # not frozen: statistics as usual

@@ -73,7 +73,7 @@ class TrainConfig:
     device: str = knob("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     resume: bool = knob(False, "continue OUT/stagek from its last checkpoint; flags not given are "
                                "the run's")
-    max_steps: int = knob(2000, "optimizer steps")
+    max_steps: int = knob(1500, "optimizer steps")
     batch_size: int = knob(32, "examples per step and process (x --grad-accum)")
     grad_accum: int = knob(1, "micro-batches per optimizer step")
     lr: float = knob(1e-3, "peak learning rate, after the linear warmup")
@@ -104,8 +104,8 @@ class TrainConfig:
 # low-rank update to steer. LoRA stays one flag away (--lora-rank 16), and stage 1 on a given base
 # (--init) trains LoRA by default, the paper's setting.
 PRESETS = {
-    1: dict(max_steps=2000, lr=1e-3, lora_rank=0),
-    2: dict(max_steps=600, lr=5e-4, lora_rank=0, warmup_steps=50),
+    1: dict(max_steps=1500, lr=1e-3, lora_rank=0),
+    2: dict(max_steps=450, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
                 log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, max_text_len=8,

@@ -35,7 +35,7 @@ def test_every_flag_has_help(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
     text = capsys.readouterr().out
-    assert "stage 1: 2000; stage 2: 600" in text  # --max-steps' defaults per stage
+    assert "stage 1: 1500; stage 2: 450" in text  # --max-steps' defaults per stage
     for name in ("--init", "--tasks", "--dev-docs", "--eval-batches", "--lora-rank"):
         assert text.split(name, 2)[2].split("--", 1)[0].strip(), f"{name} has no help"
 

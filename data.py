@@ -37,7 +37,8 @@ from PIL import Image as PILImage
 if TYPE_CHECKING:  # annotations only: torch itself is imported where tensors are made (docstring)
     import torch
 
-from schema import (ACE_TO_M2E2, IMAGE_ROLES, MNRE_LABELS, SPECIAL_TOKENS, TASKS, TEXT_ROLES, Argument, Box,
+from schema import (ACE_TO_M2E2, IMAGE_ROLES, LOC_TOKENS, MNRE_LABELS, NUM_BINS, ROLE_TOKENS, SPECIAL_TOKENS,
+                    TASKS, TEXT_ROLES, TYPE_TOKENS, Argument, Box,
                     Image, ImageEvent, Link, Relation, RelationExample, Sentence, Span, TextEvent, sr_event_type)
 
 # ============================================================================= readers
@@ -713,7 +714,14 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
     return {"input_ids": torch.tensor(input_ids[:max_input_len], dtype=torch.long),
             "target_ids": torch.tensor(target_ids[:max_target_len], dtype=torch.long),
             "image": image, "has_image": ex.image is not None, "task_id": TASKS.index(ex.task),
-            "input_cut": input_cut, "target_cut": target_cut}
+            "input_cut": input_cut, "target_cut": target_cut,
+            "bins_wide": _bins_wide(ex.size) if ex.image is not None and ex.size else 0}
+
+
+def _bins_wide(size: tuple[int, int]) -> int:
+    """How many location bins (and canvas pixels at image_size = NUM_BINS) the letterboxed image's width
+    covers: hflip mirrors bins and pixels inside this width, not across the padding."""
+    return max(1, round(NUM_BINS * size[0] / max(size)))
 
 
 def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
@@ -727,7 +735,71 @@ def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor
             "images": torch.stack([e["image"] for e in encoded]),                 # (B, 3, S, S) float
             "has_image": torch.tensor([e["has_image"] for e in encoded]),         # (B,) bool
             "target_ids": pad([e["target_ids"] for e in encoded]),                # (B, L) long
-            "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long)}  # (B,)
+            "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long),  # (B,)
+            "image_types": torch.tensor([image_type(e) for e in encoded], dtype=torch.long)}  # (B,)
+
+
+IMAGE_TASK_IDS = {TASKS.index(t) for t in ("image_event", "image_mention", "image_argument")}
+_TYPE_CLASS = {FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(tok): k for k, tok in enumerate(TYPE_TOKENS.values())}
+NO_TYPE = -100  # F.cross_entropy's default ignore_index
+
+
+def image_type(encoded: dict) -> int:
+    """The vision tower's auxiliary label (model.Seq2Seq.forward) of an encoded example of an image task:
+    the class of its event type (the first target token), len(TYPE_TOKENS) for "no event" (the target is
+    only eos), NO_TYPE for any other example. Toy SWiG images hold one event each."""
+    if encoded["task_id"] not in IMAGE_TASK_IDS or not encoded["has_image"]:
+        return NO_TYPE
+    first = int(encoded["target_ids"][0])
+    return _TYPE_CLASS.get(first, len(TYPE_TOKENS) if first == EOS_ID else NO_TYPE)
+
+
+_LOC_ID0 = FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(LOC_TOKENS[0])  # the loc tokens' ids are consecutive
+_ROLE_IDS = {FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(tok) for tok in ROLE_TOKENS.values()}
+
+
+def _is_box(ids: list[int], i: int) -> bool:
+    return i + 4 <= len(ids) and all(0 <= t - _LOC_ID0 < NUM_BINS for t in ids[i:i + 4])
+
+
+def hflip(encoded: dict) -> dict:
+    """An encoded example with an image, mirrored left to right: the letterboxed picture inside its own
+    width (the padding stays at the right) and every box of the target, x1 x2 -> w-1-x2 w-1-x1 in bins,
+    exact when image_size = NUM_BINS. Arguments of one role are then re-sorted by position, so the
+    target keeps the readers' canonical order. Examples without an image come back unchanged."""
+    w = encoded.get("bins_wide", 0)
+    if not encoded["has_image"] or not w:
+        return encoded
+    image = encoded["image"].clone()  # cached images are shared (ImageCache)
+    pw = round(w * image.shape[-1] / NUM_BINS)                    # canvas columns the picture covers
+    image[:, :, :pw] = image[:, :, :pw].flip(-1)                  # (3, S, S)
+    ids, out, i = encoded["target_ids"].tolist(), [], 0
+    while i < len(ids):
+        if _is_box(ids, i):
+            x1, y1, x2, y2 = (t - _LOC_ID0 for t in ids[i:i + 4])
+            out += [_LOC_ID0 + max(0, w - 1 - x2), ids[i + 1], _LOC_ID0 + max(0, w - 1 - x1), ids[i + 3]]
+            i += 4
+        else:
+            out.append(ids[i])
+            i += 1
+    target = encoded["target_ids"].new_tensor(_sort_same_role(out))
+    return {**encoded, "image": image, "target_ids": target}
+
+
+def _sort_same_role(ids: list[int]) -> list[int]:
+    """Runs of box arguments of one role ([role, 4 locs] repeated) sorted by (x1, y1, x2, y2)."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while ids[i] in _ROLE_IDS and j < len(ids) and ids[j] == ids[i] and _is_box(ids, j + 1):
+            j += 5
+        if j > i:
+            out += [t for arg in sorted(ids[k:k + 5] for k in range(i, j, 5)) for t in arg]
+            i = j
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
 
 
 def tempered_weights(sizes: dict[str, int], alpha: float) -> dict[str, float]:
@@ -754,7 +826,7 @@ class TaskSampler:
     """
 
     def __init__(self, datasets: dict[str, list], weights: dict[str, float], batch_size: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, hflip: float = 0.0):
         unknown = (set(datasets) - set(TASKS)) | (set(weights) - set(datasets))
         if unknown or any(w < 0 for w in weights.values()) or not 0 <= rank < world_size or batch_size < 1:
             raise ValueError(f"TaskSampler: bad arguments (unknown tasks {sorted(unknown)}, weights {weights}, "
@@ -764,6 +836,7 @@ class TaskSampler:
             raise ValueError(f"TaskSampler: no task has both a positive weight and examples ({weights})")
         self.datasets, self.weights = datasets, [weights[t] for t in self.tasks]
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.hflip = hflip  # probability of mirroring an item (encoded dicts with an image only: hflip())
         self.step, self.cursor = 0, {t: 0 for t in self.tasks}
         self._order: dict[str, tuple[int, list[int]]] = {}  # task -> (epoch, shuffled indices)
 
@@ -793,10 +866,13 @@ class TaskSampler:
     def __next__(self) -> list:
         draws = random.Random(f"{self.seed}/step/{self.step}").choices(
             self.tasks, weights=self.weights, k=self.batch_size * self.world_size)
+        flips = random.Random(f"{self.seed}/flip/{self.step}")  # a function of the step: resume stays exact
         batch = []
         for slot, task in enumerate(draws):
+            flip = flips.random() < self.hflip
             if slot // self.batch_size == self.rank:
-                batch.append(self._item(task, self.cursor[task]))
+                item = self._item(task, self.cursor[task])
+                batch.append(hflip(item) if flip else item)
             self.cursor[task] += 1
         self.step += 1
         return batch

@@ -75,6 +75,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int = 4        # dev-loss batches per task
     dev_docs: int = 10           # M2E2 dev documents for the quick dev score (0: off)
+    hflip: float = 0.5           # probability of mirroring a training image with its boxes (data.hflip)
 
 
 # What differs per stage. Stage 2 fine-tunes the whole network by default: on the toy dev split, LoRA (r=16
@@ -417,7 +418,7 @@ def main(argv=None) -> dict:
     if not train:
         sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} ({', '.join(tasks)})")
     sampler = data.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size, seed=cfg.seed,
-                               rank=rank, world_size=world)  # one global batch; its state is the same on all ranks
+                               rank=rank, world_size=world, hflip=cfg.hflip)  # one global batch; its state is the same on all ranks
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],

@@ -10,7 +10,7 @@ from PIL import Image as PILImage, ImageDraw
 
 import schema
 from data import (EOS_ID, FIRST_SPECIAL_ID, IMAGE_MEAN, IMAGE_STD, PAD_ID, TaskSampler, DataError, Example, ImageCache,
-                  Tokenizer, collate, encode_example, load_image, tempered_weights)
+                  Tokenizer, collate, encode_example, hflip, load_image, tempered_weights)
 
 CORPUS = ["the rebels bombed Aleppo on Monday", "police arrested the man in Paris",
           "Anna married Bob , and they flew to Rome", "soldiers killed three people near the border",
@@ -239,7 +239,8 @@ def test_encode_and_collate(tmp_path):
                     "<loc_2>", "<loc_3>", "<loc_4>"], image=str(tmp_path / "i.png"), size=(40, 20))
     enc = [encode_example(ex, t, 8) for ex in (text, image)]
     batch = collate(enc, t.pad_id)
-    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids"}
+    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids", "image_types"}
+    assert batch["image_types"].tolist() == [-100, list(schema.EVENT_TYPES).index("Life:Die")]
     n_in, n_tgt = len(t.encode(text.prompt)), len(t.encode(text.target)) + 1
     assert batch["input_ids"].shape == (2, max(n_in, 2)) and batch["input_ids"].dtype == torch.long
     assert batch["target_ids"].shape == (2, max(n_tgt, 7)) and batch["target_ids"].dtype == torch.long
@@ -343,3 +344,64 @@ def test_sampler_refuses_bad_arguments():
         TaskSampler(data, {"ner": 1.0}, 2)
     with pytest.raises(ValueError, match="no task has both"):
         TaskSampler(data, {"text_event": 0.0}, 2)
+
+
+# ----------------------------------------------------------------------------- horizontal flip
+def _figure_image(tmp_path, size, boxes):
+    """A grey picture of `size` with each box filled in its own colour -> (path, colours)."""
+    img = PILImage.new("RGB", size, (128, 128, 128))
+    colours = [(255, 0, 0), (0, 0, 255), (0, 255, 0)][:len(boxes)]
+    for (x1, y1, x2, y2), c in zip(boxes, colours):
+        ImageDraw.Draw(img).rectangle([x1, y1, x2 - 1, y2 - 1], fill=c)
+    img.save(tmp_path / "f.png")
+    return str(tmp_path / "f.png"), colours
+
+
+def _box_colour(encoded, k):
+    """Mean un-normalised colour of the canvas inside the k-th box of the target (image_size = NUM_BINS)."""
+    t = tok().decode(encoded["target_ids"].tolist())
+    locs = [int(s[5:-1]) for s in t if s.startswith("<loc_")][4 * k:4 * k + 4]
+    x1, y1, x2, y2 = locs
+    pixels = encoded["image"][:, y1:y2 + 1, x1:x2 + 1] * torch.tensor(IMAGE_STD).view(3, 1, 1)
+    return ((pixels + torch.tensor(IMAGE_MEAN).view(3, 1, 1)) * 255).mean((1, 2))
+
+
+@pytest.mark.parametrize("size", [(200, 100), (100, 200), (128, 128), (150, 97)])
+def test_hflip_keeps_boxes_on_their_figures(tmp_path, size):
+    """After the flip, each target box still covers the figure drawn in it, inside the letterboxed width."""
+    W, H = size
+    boxes = [(W // 10, H // 5, W // 10 + W // 5, H // 5 + H // 4), (W // 2, H // 2, W - W // 8, H - 2)]
+    path, colours = _figure_image(tmp_path, size, boxes)
+    ev = schema.ImageEvent("Conflict:Attack", tuple(schema.Argument(r, schema.Box(*b))
+                                                    for r, b in zip(("Attacker", "Target"), boxes)))
+    ex = Example("image_event", ["<task:image_event>"], schema.linearise([ev], size=size), image=path, size=size)
+    enc = encode_example(ex, tok(), schema.NUM_BINS)
+    flipped = hflip(enc)
+    for k, colour in enumerate(colours):
+        for e in (enc, flipped):
+            torch.testing.assert_close(_box_colour(e, k), torch.tensor(colour, dtype=torch.float), atol=40, rtol=0)
+    assert (flipped["image"][:, :, round(schema.NUM_BINS * W / max(size)):] == 0).all()  # padding stays right
+    again = hflip(flipped)
+    assert torch.equal(again["image"], enc["image"]) and torch.equal(again["target_ids"], enc["target_ids"])
+
+
+def test_hflip_resorts_arguments_of_one_role_and_leaves_text_alone(tmp_path):
+    boxes = [(10, 10, 30, 60), (120, 10, 150, 60)]
+    path, _ = _figure_image(tmp_path, (160, 80), boxes)
+    ev = schema.ImageEvent("Contact:Meet", tuple(schema.Argument("Entity", schema.Box(*b)) for b in boxes))
+    ex = Example("image_event", ["<task:image_event>"], schema.linearise([ev], size=(160, 80)), image=path,
+                 size=(160, 80))
+    flipped = tok().decode(hflip(encode_example(ex, tok(), schema.NUM_BINS))["target_ids"].tolist())
+    locs = [int(s[5:-1]) for s in flipped if s.startswith("<loc_")]
+    assert locs[0] < locs[4]  # x1 of the first Entity is left of the second's: canonical order kept
+    text = encode_example(Example("text_event", ["<task:text_event>", "hi"], ["<t:Life:Die>"]), tok(), 8)
+    assert hflip(text) is text
+
+
+def test_sampler_flips_by_step(tmp_path):
+    path, _ = _figure_image(tmp_path, (64, 32), [(0, 0, 16, 16)])
+    enc = encode_example(Example("image_mention", ["<task:image_mention>"], [], image=path, size=(64, 32)), tok(), 16)
+    sampler = lambda: TaskSampler({"image_mention": [enc]}, {"image_mention": 1.0}, 1, hflip=0.5)
+    runs = [[batch[0]["image"] for _, batch in zip(range(20), sampler())] for _ in range(2)]
+    flipped = [not torch.equal(x, enc["image"]) for x in runs[0]]
+    assert 0 < sum(flipped) < 20 and all(torch.equal(a, b) for a, b in zip(*runs))

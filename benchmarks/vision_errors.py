@@ -1,0 +1,113 @@
+"""Where image-argument errors come from (issue 11): a breakdown of a checkpoint's image arguments on M2E2.
+
+    python benchmarks/vision_errors.py --checkpoint runs/stage2 --split dev
+
+1. End to end (rmpl.RMPL.predict, as evaluate.py scores it). Each gold argument (image, type, role, box)
+   is put in the first bucket that fits: *matched* (a predicted argument of that type and role at IoU >=
+   0.5: evaluate.py's rule, taken greedily here); *type missed* (no predicted event of that type on the
+   image); *box off* (the type and role were predicted, but every such box has IoU < 0.5); *wrong role*
+   (a box of another role of the predicted event has IoU >= 0.5); *not written* (the event was predicted
+   without that role). Predicted arguments that match nothing are counted as spurious, by whether their
+   event's type is on the image at all.
+2. Gold event types given (the image_argument pass alone, prompted with each gold event's type): the
+   same buckets without *type missed*, and the IoU distribution of the best same-role box per gold
+   argument, with the gold box's shorter side at 64 px.
+
+What this file does not do: change the product, or tune anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+import evaluate  # noqa: E402
+import rmpl  # noqa: E402
+import schema as S  # noqa: E402
+
+
+def box(t: S.Box) -> tuple:
+    return (t.x1, t.y1, t.x2, t.y2)
+
+
+def buckets(gold_events, pred_events) -> tuple[Counter, list[float], int]:
+    """Bucket counts of the gold arguments of one image, best same-role IoUs, and spurious predictions."""
+    out, ious, used = Counter(), [], set()
+    for g in gold_events:
+        same_type = [p for p in pred_events if p.event_type == g.event_type]
+        for a in g.arguments:
+            if not same_type:
+                out["type missed"] += 1
+                continue
+            cands = [(evaluate.iou(box(b.target), box(a.target)), id(b)) for p in same_type for b in p.arguments
+                     if b.role == a.role and id(b) not in used]
+            best = max(cands, default=(0.0, None))
+            if cands:
+                ious.append(best[0])
+            others = [evaluate.iou(box(b.target), box(a.target)) for p in same_type for b in p.arguments
+                      if b.role != a.role]
+            if best[0] >= 0.5:
+                out["matched"] += 1
+                used.add(best[1])
+            elif cands:
+                out["box off"] += 1
+            elif others and max(others) >= 0.5:
+                out["wrong role"] += 1
+            else:
+                out["not written"] += 1
+    spurious = sum(1 for p in pred_events for b in p.arguments if id(b) not in used)
+    return out, ious, spurious
+
+
+def summarise(name: str, counts: Counter, ious: list[float], spurious: int, n_pred: int) -> dict:
+    total = sum(counts.values())
+    q = statistics.quantiles(ious, n=4) if len(ious) > 1 else ious
+    print(f"{name}: {total} gold arguments; " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)"
+                                                        for k, v in counts.most_common()))
+    print(f"  predicted arguments {n_pred}, unmatched {spurious}; best same-role IoU quartiles "
+          + " / ".join(f"{v:.2f}" for v in q) + f" (n={len(ious)}, >= 0.5: {sum(v >= 0.5 for v in ious)})")
+    return {"counts": dict(counts), "spurious": spurious, "predicted": n_pred, "iou_quartiles": q}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default="runs/stage2")
+    p.add_argument("--data", default="data/toy")
+    p.add_argument("--split", default="dev", choices=("dev", "test"))
+    args = p.parse_args(argv)
+    gold = data.read_m2e2(Path(args.data) / "m2e2" / args.split, images=True)
+    model = rmpl.RMPL.load(args.checkpoint)
+    images = list(gold.images.values())
+    pred = model.predict([], images)
+    out = {}
+    total, ious, spurious, n_pred = Counter(), [], 0, 0
+    for img in images:
+        c, v, s = buckets(img.events, pred.images[img.id])
+        total, ious, spurious = total + c, ious + v, spurious + s
+        n_pred += sum(len(e.arguments) for e in pred.images[img.id])
+    out["end_to_end"] = summarise("end to end", total, ious, spurious, n_pred)
+    todo = [(img, e) for img in images for e in img.events]
+    outputs = model.run([rmpl._image_example("image_argument", img, [], [S.TYPE_TOKENS[e.event_type]])
+                         for img, e in todo])
+    total, ious, spurious, n_pred, sides = Counter(), [], 0, 0, []
+    for (img, e), o in zip(todo, outputs):
+        got = [r for r in S.parse(o, size=img.size) if isinstance(r, S.ImageEvent)]
+        got = [S.ImageEvent(e.event_type, got[0].arguments if got else ())]
+        c, v, s = buckets([e], got)
+        total, ious, spurious, n_pred = total + c, ious + v, spurious + s, n_pred + len(got[0].arguments)
+        sides += [min(a.target.x2 - a.target.x1, a.target.y2 - a.target.y1) * 64 / max(img.size)
+                  for a in e.arguments]
+    out["gold_types"] = summarise("gold types given", total, ious, spurious, n_pred)
+    print(f"  gold box shorter side at 64 px: median {statistics.median(sides):.1f}")
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

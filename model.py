@@ -63,7 +63,6 @@ class ModelConfig:
     vision_heads: int = 3
     vision_layers: int = 2
     vision_norm: str = "batch"     # the conv stem's normalisation: batch | group
-    vision_coords: bool = False    # feed the stem two coordinate channels (x, y) besides RGB
     type_loss: float = 0.5         # weight of the vision tower's auxiliary type loss (0: off)
 
     def __post_init__(self):
@@ -188,9 +187,8 @@ class VisionTower(nn.Module):
         super().__init__()
         n_down = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (checked in ModelConfig)
         widths = [cfg.vision_width // 2 ** (n_down - i) for i in range(n_down)] + [cfg.vision_width]
-        self.coords = cfg.vision_coords
         self.stem = nn.Sequential(*(ConvBlock(a, b, cfg.vision_norm, pool=i < n_down)
-                                    for i, (a, b) in enumerate(zip([3 + 2 * self.coords] + widths, widths))))
+                                    for i, (a, b) in enumerate(zip([3] + widths, widths))))
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
         self.pos = nn.Parameter(torch.randn(1, n_patches, cfg.vision_width) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
@@ -200,11 +198,6 @@ class VisionTower(nn.Module):
 
     def forward(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, S, S) -> patch tokens (B, N, d_model) and type logits (B, N_IMAGE_CLASSES)."""
-        if self.coords:  # canvas x and y in [-1, 1]: where a feature is, to the pixel, for the boxes
-            B, _, S, _ = images.shape
-            grid = torch.linspace(-1, 1, S, device=images.device, dtype=images.dtype)
-            xy = torch.stack([grid.expand(S, S), grid[:, None].expand(S, S)])  # (2, S, S): x, y
-            images = torch.cat([images, xy.expand(B, 2, S, S)], 1)             # (B, 5, S, S)
         fmap = self.stem(images)                   # (B, W, S/P, S/P)
         x = fmap.flatten(2).transpose(1, 2) + self.pos  # (B, N, W), cells in row-major order
         for block in self.blocks:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # annotations only: torch itself is imported where tensors ar
     import torch
 
 from schema import (ACE_TO_M2E2, IMAGE_ROLES, LOC_TOKENS, MNRE_LABELS, NUM_BINS, ROLE_TOKENS, SPECIAL_TOKENS,
-                    TASKS, TEXT_ROLES, TYPE_TOKENS, Argument, Box,
+                    TASKS, TEXT_ROLES, Argument, Box,
                     Image, ImageEvent, Link, Relation, RelationExample, Sentence, Span, TextEvent, sr_event_type)
 
 # ============================================================================= readers
@@ -735,23 +735,7 @@ def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor
             "images": torch.stack([e["image"] for e in encoded]),                 # (B, 3, S, S) float
             "has_image": torch.tensor([e["has_image"] for e in encoded]),         # (B,) bool
             "target_ids": pad([e["target_ids"] for e in encoded]),                # (B, L) long
-            "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long),  # (B,)
-            "image_types": torch.tensor([image_type(e) for e in encoded], dtype=torch.long)}  # (B,)
-
-
-IMAGE_TASK_IDS = {TASKS.index(t) for t in ("image_event", "image_mention", "image_argument")}
-_TYPE_CLASS = {FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(tok): k for k, tok in enumerate(TYPE_TOKENS.values())}
-NO_TYPE = -100  # F.cross_entropy's default ignore_index
-
-
-def image_type(encoded: dict) -> int:
-    """The vision tower's auxiliary label (model.Seq2Seq.forward) of an encoded example of an image task:
-    the class of its event type (the first target token), len(TYPE_TOKENS) for "no event" (the target is
-    only eos), NO_TYPE for any other example. Toy SWiG images hold one event each."""
-    if encoded["task_id"] not in IMAGE_TASK_IDS or not encoded["has_image"]:
-        return NO_TYPE
-    first = int(encoded["target_ids"][0])
-    return _TYPE_CLASS.get(first, len(TYPE_TOKENS) if first == EOS_ID else NO_TYPE)
+            "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long)}  # (B,)
 
 
 _LOC_ID0 = FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(LOC_TOKENS[0])  # the loc tokens' ids are consecutive

@@ -1,6 +1,6 @@
 """The model: a small vision-language encoder-decoder, LoRA written by hand, and checkpoints.
 
-    images (B, 3, S, S) -> ViT -> patch tokens (B, N, d) --+
+    images (B, 3, S, S) -> CNN -> patch tokens (B, N, d) --+
                                                             +-> encoder -> memory (B, T + N, d)
     input_ids (B, T)    -> token embedding (B, T, d) ------+                    |
     [bos] + target[:-1] -> decoder (causal self-attention, cross-attention) ---+-> logits (B, L, vocab)
@@ -61,9 +61,7 @@ class ModelConfig:
     patch_size: int = 8            # (S / P)^2 patch tokens per image
     vision_width: int = 192
     vision_heads: int = 3
-    vision_layers: int = 2
-    vision_norm: str = "batch"     # the conv stem's normalisation: batch | group
-    type_loss: float = 0.5         # weight of the vision tower's auxiliary type loss (0: off)
+    vision_layers: int = 0         # transformer blocks on the stem's tokens (the encoder mixes them anyway)
 
     def __post_init__(self):
         for what, a, b in [("d_model", self.d_model, self.n_heads),
@@ -73,17 +71,12 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig: {what}={a} is not divisible by {b}")
         if self.patch_size < 2 or self.patch_size & (self.patch_size - 1):
             raise ValueError(f"ModelConfig: patch_size={self.patch_size} must be a power of two (the conv stem halves it)")
-        if self.vision_norm not in ("batch", "group"):
-            raise ValueError(f"ModelConfig: vision_norm={self.vision_norm!r} must be 'batch' or 'group'")
 
-
-# The vision tower's auxiliary head predicts an image's event type or "no event" (the last class).
-N_IMAGE_CLASSES = len(schema.EVENT_TYPES) + 1
 
 # Named sizes for train.py --model-size (fields of ModelConfig that differ from its defaults).
 MODEL_SIZES = {
-    "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4, vision_layers=2),
-    "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4, vision_layers=2),
+    "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4),
+    "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4),
     "base": dict(),
 }
 
@@ -156,20 +149,22 @@ class Block(nn.Module):
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3 convolutions, each normalised and followed by ReLU, then (``pool``) a 2x2 max-pool:
-    (B, a, H, W) -> (B, b, H/2, W/2). ``norm`` "batch" or "group" (GroupNorm, statistics per example)."""
+    """Two 3x3 convolutions, each with BatchNorm and ReLU, then (``pool``) a 2x2 max-pool:
+    (B, a, H, W) -> (B, b, H/2, W/2), or (B, b, H, W) without the pool.
 
-    def __init__(self, a: int, b: int, norm: str, pool: bool):
+    BatchNorm's statistics are those of the batch's images only: Seq2Seq.encode runs the tower on the
+    examples that have an image, and train.example_losses forwards those as their own sub-batch."""
+
+    def __init__(self, a: int, b: int, pool: bool):
         layers = []
         for c_in in (a, b):
-            layers += [nn.Conv2d(c_in, b, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(b) if norm == "batch" else nn.GroupNorm(math.gcd(8, b), b), nn.ReLU()]
+            layers += [nn.Conv2d(c_in, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
         super().__init__(*layers, *([nn.MaxPool2d(2)] if pool else []))
 
 
 class VisionTower(nn.Module):
     """A convolutional network whose last feature map becomes the patch tokens, then ``vision_layers``
-    pre-norm transformer blocks, projected to d_model; plus a type head on the pooled features.
+    pre-norm transformer blocks (none by default), projected to d_model.
 
     The stem is a plain VGG-style classifier cut before its pooling: log2(P) blocks of two 3x3
     convolutions + normalisation + ReLU, each halving the map, widths doubling up to vision_width, and one
@@ -177,32 +172,26 @@ class VisionTower(nn.Module):
     such a classifier recognises the toy compositions where a ViT with a light conv stem did not
     (benchmarks/vision_ceiling.py). Each cell of the final map sees a P x P patch and its surround, and
     stays one token, so boxes can still be read from token positions.
-
-    ``type_logits`` (the auxiliary head): pooled features -> the 8 event types + "no event". Its loss
-    (Seq2Seq.forward, ``type_loss``) gives the stem a short gradient path from the image's event type,
-    the signal the decoder otherwise delivers only through the encoder's attention.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         n_down = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (checked in ModelConfig)
         widths = [cfg.vision_width // 2 ** (n_down - i) for i in range(n_down)] + [cfg.vision_width]
-        self.stem = nn.Sequential(*(ConvBlock(a, b, cfg.vision_norm, pool=i < n_down)
+        self.stem = nn.Sequential(*(ConvBlock(a, b, pool=i < n_down)
                                     for i, (a, b) in enumerate(zip([3] + widths, widths))))
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
         self.pos = nn.Parameter(torch.randn(1, n_patches, cfg.vision_width) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
                                     for _ in range(cfg.vision_layers))
         self.ln, self.proj = nn.LayerNorm(cfg.vision_width), nn.Linear(cfg.vision_width, cfg.d_model)
-        self.type_head = nn.Linear(cfg.vision_width, N_IMAGE_CLASSES)
 
-    def forward(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 3, S, S) -> patch tokens (B, N, d_model) and type logits (B, N_IMAGE_CLASSES)."""
-        fmap = self.stem(images)                   # (B, W, S/P, S/P)
-        x = fmap.flatten(2).transpose(1, 2) + self.pos  # (B, N, W), cells in row-major order
+    def forward(self, images):
+        x = self.stem(images)                      # (B, W, S/P, S/P)
+        x = x.flatten(2).transpose(1, 2) + self.pos  # (B, N, W), cells in row-major order
         for block in self.blocks:
             x = block(x)
-        return self.proj(self.ln(x)), self.type_head(fmap.mean((2, 3)))  # (B, N, d), (B, C)
+        return self.proj(self.ln(x))               # (B, N, d_model)
 
 
 class Seq2Seq(nn.Module):
@@ -235,14 +224,10 @@ class Seq2Seq(nn.Module):
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def encode(self, batch, type_logits: bool = False) -> tuple[torch.Tensor, ...]:
-        """-> memory (B, S, d) and memory_mask (B, S) bool, True at real tokens; S = T + N, or T with no image.
-
-        ``type_logits=True`` also returns the vision tower's type logits (B, N_IMAGE_CLASSES), zeros for
-        examples without an image (forward's auxiliary loss reads them)."""
+    def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> memory (B, S, d) and memory_mask (B, S) bool, True at real tokens; S = T + N, or T with no image."""
         cfg, ids, has_image = self.cfg, batch["input_ids"], batch["has_image"]
         B, T = ids.shape
-        types = torch.zeros(B, N_IMAGE_CLASSES, device=ids.device)
         if T > cfg.max_text_len:
             raise ValueError(f"input_ids has {T} positions, more than max_text_len={cfg.max_text_len}")
         x = self.tok_emb(ids) + self.text_pos(torch.arange(T, device=ids.device)) + self.modality.weight[0]
@@ -251,8 +236,7 @@ class Seq2Seq(nn.Module):
             images, S = batch["images"], cfg.image_size
             if tuple(images.shape[1:]) != (3, S, S):
                 raise ValueError(f"images have shape {tuple(images.shape)}, expected (B, 3, {S}, {S})")
-            feats, img_types = self.vision(images[has_image])                  # (B_img, N, d): real images only
-            types = types.to(img_types.dtype).index_put((has_image,), img_types)  # (B, C)
+            feats = self.vision(images[has_image])                             # (B_img, N, d): real images only
             patches = feats.new_zeros(B, *feats.shape[1:])
             patches[has_image] = feats                                         # (B, N, d), zeros without image
             x = torch.cat([x, (patches + self.modality.weight[1]).to(x.dtype)], 1)  # (B, T + N, d)
@@ -263,7 +247,7 @@ class Seq2Seq(nn.Module):
         x = self.drop(x)
         for block in self.encoder:
             x = block(x, mask=mask[:, None, None, :])                          # key mask (B, 1, 1, S)
-        return (self.ln_enc(x), mask, types) if type_logits else (self.ln_enc(x), mask)
+        return self.ln_enc(x), mask
 
     def decode(self, target_in, memory, memory_mask, cache: Optional[list[dict]] = None) -> torch.Tensor:
         """Decoder input ids (B, L) -> logits (B, L, vocab).
@@ -287,25 +271,18 @@ class Seq2Seq(nn.Module):
 
         reduction="mean": token cross-entropy averaged over every non-pad target token of the batch.
         reduction="none": (B,) per-example mean token cross-entropy, for rmpl.py to weight per task.
-        With ``batch["image_types"]`` (B,) (data.collate: the example's event type class, or -100),
-        ``cfg.type_loss`` times the tower's type cross-entropy is added to each labelled example's loss.
         """
         target = batch["target_ids"]                                           # (B, L): ... eos pad pad
         B, L = target.shape
         target_in = torch.cat([target.new_full((B, 1), self.cfg.bos_id), target[:, :-1]], 1)  # (B, L)
-        memory, memory_mask, types = self.encode(batch, type_logits=True)
-        logits = self.decode(target_in, memory, memory_mask)
+        logits = self.decode(target_in, *self.encode(batch))
         ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=self.cfg.pad_id,
                              reduction="none").view(B, L)                      # 0 at pad positions
         n_tokens = (target != self.cfg.pad_id).sum(1)                          # (B,)
-        per_example = ce.sum(1) / n_tokens.clamp(min=1)                        # (B,)
-        if self.cfg.type_loss and "image_types" in batch:
-            aux = F.cross_entropy(types.float(), batch["image_types"], reduction="none")  # (B,), 0 at -100
-            per_example = per_example + self.cfg.type_loss * aux
         if reduction == "mean":
-            return logits, (per_example * n_tokens).sum() / n_tokens.sum()
+            return logits, ce.sum() / n_tokens.sum()
         if reduction == "none":
-            return logits, per_example
+            return logits, ce.sum(1) / n_tokens.clamp(min=1)
         raise ValueError(f"reduction must be 'mean' or 'none', not {reduction!r}")
 
     @torch.no_grad()

@@ -48,33 +48,18 @@ def test_module_shapes():
     assert m.encoder[0].mlp(x).shape == (3, 7, 32)
     memory, memory_mask = torch.randn(3, 5, 32), torch.ones(3, 1, 1, 5, dtype=torch.bool)
     assert m.decoder[0](x, memory=memory, memory_mask=memory_mask).shape == (3, 7, 32)
-    tokens, types = m.vision(torch.randn(3, 3, 16, 16))
-    assert tokens.shape == (3, (16 // 8) ** 2, cfg.d_model) and types.shape == (3, M.N_IMAGE_CLASSES)
+    assert m.vision(torch.randn(3, 3, 16, 16)).shape == (3, (16 // 8) ** 2, cfg.d_model)
 
 
-@pytest.mark.parametrize("norm", ["batch", "group"])
 @pytest.mark.parametrize("S, P, width", [(16, 8, 16), (64, 8, 64), (32, 4, 32), (64, 16, 64)])
-def test_vision_tower_shapes(norm, S, P, width):
+def test_vision_tower_shapes(S, P, width):
     """One token per cell of the stem's last (S/P x S/P) map; log2(P) halving blocks, widths up to width."""
-    cfg = tiny_config(image_size=S, patch_size=P, vision_width=width, vision_norm=norm)
+    cfg = tiny_config(image_size=S, patch_size=P, vision_width=width)
     tower = M.VisionTower(cfg).train()
     fmap = tower.stem(torch.randn(2, 3, S, S))
     assert fmap.shape == (2, width, S // P, S // P)
     assert len(tower.stem) == P.bit_length() - 1 + 1  # halving blocks, then one at the final resolution
-    tokens, types = tower(torch.randn(2, 3, S, S))
-    assert tokens.shape == (2, (S // P) ** 2, cfg.d_model) and types.shape == (2, M.N_IMAGE_CLASSES)
-
-
-def test_type_loss_adds_to_labelled_examples_only():
-    m, batch = tiny_model(), make_batch()
-    _, plain = m(batch, reduction="none")
-    labels = torch.tensor([3, -100, -100])  # example 0 has an image and a label; 1 has no image; 2 no label
-    _, with_aux = m({**batch, "image_types": labels}, reduction="none")
-    _, types = m.encode(batch, type_logits=True)[::2]
-    aux = F.cross_entropy(types[:1], labels[:1])
-    torch.testing.assert_close(with_aux, plain + torch.stack([m.cfg.type_loss * aux, aux * 0, aux * 0]))
-    _, off = tiny_model(type_loss=0.0)({**batch, "image_types": labels}, reduction="none")
-    torch.testing.assert_close(off, plain)
+    assert tower(torch.randn(2, 3, S, S)).shape == (2, (S // P) ** 2, cfg.d_model)
 
 
 @pytest.mark.parametrize("has_image, S", [((True, False, True), 10 + 4), ((False, False, False), 10)])

@@ -239,8 +239,7 @@ def test_encode_and_collate(tmp_path):
                     "<loc_2>", "<loc_3>", "<loc_4>"], image=str(tmp_path / "i.png"), size=(40, 20))
     enc = [encode_example(ex, t, 8) for ex in (text, image)]
     batch = collate(enc, t.pad_id)
-    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids", "image_types"}
-    assert batch["image_types"].tolist() == [-100, list(schema.EVENT_TYPES).index("Life:Die")]
+    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids"}
     n_in, n_tgt = len(t.encode(text.prompt)), len(t.encode(text.target)) + 1
     assert batch["input_ids"].shape == (2, max(n_in, 2)) and batch["input_ids"].dtype == torch.long
     assert batch["target_ids"].shape == (2, max(n_tgt, 7)) and batch["target_ids"].dtype == torch.long

@@ -61,7 +61,7 @@ class ModelConfig:
     patch_size: int = 8            # (S / P)^2 patch tokens per image
     vision_width: int = 192
     vision_heads: int = 3
-    vision_layers: int = 0         # transformer blocks on the stem's tokens (the encoder mixes them anyway)
+    vision_layers: int = 0         # transformer blocks on the stem's tokens (the encoder mixes them)
 
     def __post_init__(self):
         for what, a, b in [("d_model", self.d_model, self.n_heads),
@@ -75,8 +75,10 @@ class ModelConfig:
 
 # Named sizes for train.py --model-size (fields of ModelConfig that differ from its defaults).
 MODEL_SIZES = {
-    "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4),
-    "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128, vision_heads=4),
+    "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128,
+                 vision_heads=4),
+    "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2, vision_width=128,
+                  vision_heads=4),
     "base": dict(),
 }
 
@@ -152,8 +154,9 @@ class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions, each with BatchNorm and ReLU, then (``pool``) a 2x2 max-pool:
     (B, a, H, W) -> (B, b, H/2, W/2), or (B, b, H, W) without the pool.
 
-    BatchNorm's statistics are those of the batch's images only: Seq2Seq.encode runs the tower on the
-    examples that have an image, and train.example_losses forwards those as their own sub-batch."""
+    BatchNorm's statistics are those of the batch's images only: Seq2Seq.encode runs the tower on
+    the examples that have an image, and train.example_losses forwards those as their own
+    sub-batch."""
 
     def __init__(self, a: int, b: int, pool: bool):
         layers = []
@@ -163,20 +166,21 @@ class ConvBlock(nn.Sequential):
 
 
 class VisionTower(nn.Module):
-    """A convolutional network whose last feature map becomes the patch tokens, then ``vision_layers``
-    pre-norm transformer blocks (none by default), projected to d_model.
+    """A convolutional network whose last feature map becomes the patch tokens, then
+    ``vision_layers`` pre-norm transformer blocks (none by default), projected to d_model.
 
     The stem is a plain VGG-style classifier cut before its pooling: log2(P) blocks of two 3x3
-    convolutions + normalisation + ReLU, each halving the map, widths doubling up to vision_width, and one
-    block at the final (S/P x S/P) resolution. Trained from scratch on about a thousand small pictures,
-    such a classifier recognises the toy compositions where a ViT with a light conv stem did not
-    (benchmarks/vision_ceiling.py). Each cell of the final map sees a P x P patch and its surround, and
-    stays one token, so boxes can still be read from token positions.
+    convolutions + BatchNorm + ReLU, each halving the map, widths doubling up to vision_width, and
+    one block at the final (S/P x S/P) resolution. Trained from scratch on about a thousand small
+    pictures, such a classifier recognises the toy compositions where a ViT with a light conv stem
+    did not (benchmarks/vision_ceiling.py, benchmarks/vision_experiments.md). Each cell of the final
+    map sees a P x P patch and its surround, and stays one token, so boxes can still be read from
+    token positions.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        n_down = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (checked in ModelConfig)
+        n_down = cfg.patch_size.bit_length() - 1  # patch_size is a power of two (ModelConfig)
         widths = [cfg.vision_width // 2 ** (n_down - i) for i in range(n_down)] + [cfg.vision_width]
         self.stem = nn.Sequential(*(ConvBlock(a, b, pool=i < n_down)
                                     for i, (a, b) in enumerate(zip([3] + widths, widths))))
@@ -185,6 +189,16 @@ class VisionTower(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
                                     for _ in range(cfg.vision_layers))
         self.ln, self.proj = nn.LayerNorm(cfg.vision_width), nn.Linear(cfg.vision_width, cfg.d_model)
+
+    def train(self, mode: bool = True):
+        """BatchNorm layers whose weights are frozen (LoRA on a frozen base) stay in eval mode: their
+        running statistics belong to the base weights, which an adapter must not change (its file
+        records the base's hash, and only the adapter is saved)."""
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d) and not m.weight.requires_grad:
+                m.eval()
+        return self
 
     def forward(self, images):
         x = self.stem(images)                      # (B, W, S/P, S/P)

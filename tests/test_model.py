@@ -53,12 +53,12 @@ def test_module_shapes():
 
 @pytest.mark.parametrize("S, P, width", [(16, 8, 16), (64, 8, 64), (32, 4, 32), (64, 16, 64)])
 def test_vision_tower_shapes(S, P, width):
-    """One token per cell of the stem's last (S/P x S/P) map; log2(P) halving blocks, widths up to width."""
+    """One token per cell of the stem's last (S/P x S/P) map: log2(P) halving blocks, then one more."""
     cfg = tiny_config(image_size=S, patch_size=P, vision_width=width)
     tower = M.VisionTower(cfg).train()
     fmap = tower.stem(torch.randn(2, 3, S, S))
     assert fmap.shape == (2, width, S // P, S // P)
-    assert len(tower.stem) == P.bit_length() - 1 + 1  # halving blocks, then one at the final resolution
+    assert len(tower.stem) == P.bit_length() - 1 + 1  # the last block keeps the resolution
     assert tower(torch.randn(2, 3, S, S)).shape == (2, (S // P) ** 2, cfg.d_model)
 
 
@@ -323,3 +323,16 @@ def test_overfits_one_batch(overfit):
     wanted = [row[:row.tolist().index(EOS)].tolist() for row in batch["target_ids"]]  # 7, 4, 2, 5 tokens
     assert m.generate(batch, 12) == wanted
     assert m.generate(batch, 12, use_cache=False) == wanted
+
+
+def test_frozen_batchnorm_keeps_its_statistics_under_lora():
+    """With LoRA on a frozen base the tower's BatchNorm stays in eval mode: its running statistics
+    belong to the base weights (the adapter records their hash) and are not saved with the adapter."""
+    m = tiny_model().train()
+    M.mark_only_lora_as_trainable(M.add_lora(m, r=2))
+    m.train()
+    bns = [b for b in m.vision.modules() if isinstance(b, nn.BatchNorm2d)]
+    before = [b.running_mean.clone() for b in bns]
+    m(make_batch())
+    assert all(not b.training for b in bns) and all(torch.equal(a, b.running_mean) for a, b in zip(before, bns))
+    assert tiny_model().train().vision.stem[0][1].training  # trainable: batch statistics as usual

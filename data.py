@@ -37,8 +37,8 @@ from PIL import Image as PILImage
 if TYPE_CHECKING:  # annotations only: torch itself is imported where tensors are made (docstring)
     import torch
 
-from schema import (ACE_TO_M2E2, IMAGE_ROLES, LOC_TOKENS, MNRE_LABELS, NUM_BINS, ROLE_TOKENS, SPECIAL_TOKENS,
-                    TASKS, TEXT_ROLES, Argument, Box,
+from schema import (ACE_TO_M2E2, IMAGE_ROLES, LOC_TOKENS, MNRE_LABELS, NUM_BINS, ROLE_TOKENS,
+                    SPECIAL_TOKENS, TASKS, TEXT_ROLES, Argument, Box,
                     Image, ImageEvent, Link, Relation, RelationExample, Sentence, Span, TextEvent, sr_event_type)
 
 # ============================================================================= readers
@@ -719,8 +719,8 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
 
 
 def _bins_wide(size: tuple[int, int]) -> int:
-    """How many location bins (and canvas pixels at image_size = NUM_BINS) the letterboxed image's width
-    covers: hflip mirrors bins and pixels inside this width, not across the padding."""
+    """How many location bins (and canvas pixels at image_size = NUM_BINS) the letterboxed image's
+    width covers: hflip mirrors bins and pixels inside this width, not across the padding."""
     return max(1, round(NUM_BINS * size[0] / max(size)))
 
 
@@ -738,7 +738,7 @@ def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor
             "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long)}  # (B,)
 
 
-_LOC_ID0 = FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(LOC_TOKENS[0])  # the loc tokens' ids are consecutive
+_LOC_ID0 = FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(LOC_TOKENS[0])  # loc token ids are consecutive
 _ROLE_IDS = {FIRST_SPECIAL_ID + SPECIAL_TOKENS.index(tok) for tok in ROLE_TOKENS.values()}
 
 
@@ -747,21 +747,22 @@ def _is_box(ids: list[int], i: int) -> bool:
 
 
 def hflip(encoded: dict) -> dict:
-    """An encoded example with an image, mirrored left to right: the letterboxed picture inside its own
-    width (the padding stays at the right) and every box of the target, x1 x2 -> w-1-x2 w-1-x1 in bins,
-    exact when image_size = NUM_BINS. Arguments of one role are then re-sorted by position, so the
-    target keeps the readers' canonical order. Examples without an image come back unchanged."""
+    """An encoded example with an image, mirrored left to right: the letterboxed picture inside its
+    own width (the padding stays at the right) and every box of the target, x1 x2 -> w-1-x2 w-1-x1 in
+    bins, exact when image_size = NUM_BINS. Arguments of one role are then re-sorted by position, so
+    the target keeps the readers' canonical order. Examples without an image come back unchanged."""
     w = encoded.get("bins_wide", 0)
     if not encoded["has_image"] or not w:
         return encoded
     image = encoded["image"].clone()  # cached images are shared (ImageCache)
-    pw = round(w * image.shape[-1] / NUM_BINS)                    # canvas columns the picture covers
+    pw = round(w * image.shape[-1] / NUM_BINS)                    # canvas columns of the picture
     image[:, :, :pw] = image[:, :, :pw].flip(-1)                  # (3, S, S)
     ids, out, i = encoded["target_ids"].tolist(), [], 0
     while i < len(ids):
         if _is_box(ids, i):
             x1, y1, x2, y2 = (t - _LOC_ID0 for t in ids[i:i + 4])
-            out += [_LOC_ID0 + max(0, w - 1 - x2), ids[i + 1], _LOC_ID0 + max(0, w - 1 - x1), ids[i + 3]]
+            new_x1, new_x2 = max(0, w - 1 - x2), max(0, w - 1 - x1)
+            out += [_LOC_ID0 + new_x1, ids[i + 1], _LOC_ID0 + new_x2, ids[i + 3]]
             i += 4
         else:
             out.append(ids[i])
@@ -820,7 +821,7 @@ class TaskSampler:
             raise ValueError(f"TaskSampler: no task has both a positive weight and examples ({weights})")
         self.datasets, self.weights = datasets, [weights[t] for t in self.tasks]
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.hflip = hflip  # probability of mirroring an item (encoded dicts with an image only: hflip())
+        self.hflip = hflip  # probability of mirroring an item (an encoded dict with an image: hflip)
         self.step, self.cursor = 0, {t: 0 for t in self.tasks}
         self._order: dict[str, tuple[int, list[int]]] = {}  # task -> (epoch, shuffled indices)
 
@@ -850,7 +851,7 @@ class TaskSampler:
     def __next__(self) -> list:
         draws = random.Random(f"{self.seed}/step/{self.step}").choices(
             self.tasks, weights=self.weights, k=self.batch_size * self.world_size)
-        flips = random.Random(f"{self.seed}/flip/{self.step}")  # a function of the step: resume stays exact
+        flips = random.Random(f"{self.seed}/flip/{self.step}")  # from the step: resume stays exact
         batch = []
         for slot, task in enumerate(draws):
             flip = flips.random() < self.hflip

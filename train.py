@@ -75,7 +75,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int = 4        # dev-loss batches per task
     dev_docs: int = 10           # M2E2 dev documents for the quick dev score (0: off)
-    hflip: float = 0.5           # probability of mirroring a training image with its boxes (data.hflip)
+    hflip: float = 0.5           # probability of mirroring a training image and its boxes
 
 
 # What differs per stage. Stage 2 fine-tunes the whole network by default: on the toy dev split, LoRA (r=16

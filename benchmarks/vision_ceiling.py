@@ -1,16 +1,16 @@
-"""The vision ceiling of issue 11: a plain CNN classifier on the toy pictures, beside the model's figure.
+"""The vision ceiling of issue 11: a plain CNN classifier on the toy pictures, beside the model.
 
-    python benchmarks/vision_ceiling.py                              # 180 s budget, runs/stage2's figure too
+    python benchmarks/vision_ceiling.py                 # 180 s budget, and runs/stage2's figure
     python benchmarks/vision_ceiling.py --budget-s 60 --checkpoint ""   # the classifier alone
 
 The classifier: four blocks of two 3x3 convolutions + BatchNorm + ReLU and a 2x2 max-pool (widths
-32-64-128-128), global average pool, one linear layer to the 8 event types + "no event"; AdamW lr 2e-3,
-weight decay 0.05, batch 32, random horizontal flip. It trains on the SWiG train images of --data,
-letterboxed by data.load_image at --size px, for --budget-s seconds of wall time, then predicts each M2E2
-image of dev and test as one event of the argmax type (or none) and prints the strict image event
-mention F1 (evaluate.score) beside the model's (rmpl.RMPL.predict on the same images). It shows how far
-the model's vision is from what the data allow in the same kind of CPU time; it is not part of RMPL and
-writes no predictions anywhere.
+32-64-128-128), global average pool, one linear layer to the 8 event types + "no event"; AdamW lr
+2e-3, weight decay 0.05, batch 32, random horizontal flip. It trains on the SWiG train images of
+--data, letterboxed by data.load_image at --size px, for --budget-s seconds of wall time after
+decoding them, then predicts each M2E2 image of dev and test as one event of the argmax type (or
+none) and prints the strict image event mention F1 (evaluate.score) beside the model's
+(rmpl.RMPL.predict on the same images). It shows how far the model's vision is from what the data
+allow in the same kind of CPU time; it is not part of RMPL and writes no predictions anywhere.
 
 What this file does not do: change the product, or tune anything (its settings are the issue's).
 """
@@ -52,8 +52,9 @@ def label(img: S.Image) -> int:
     return TYPES.index(img.events[0].event_type) if img.events else NONE
 
 
-def train_classifier(images: list[S.Image], size: int, budget_s: float, seed: int = 0) -> tuple[nn.Module, int]:
-    """Train on ``images`` for ``budget_s`` seconds after decoding them (at least one step). -> (net, steps)."""
+def train_classifier(images: list[S.Image], size: int, budget_s: float,
+                     seed: int = 0) -> tuple[nn.Module, int]:
+    """Train for ``budget_s`` s after decoding the images (at least one step): (net, steps)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     x = torch.stack([data.load_image(i.path, size)[0] for i in images])  # (N, 3, S, S)
@@ -82,7 +83,8 @@ def classifier_predictions(net: nn.Module, gold: data.M2E2, size: int) -> S.Pred
     ids = sorted(gold.images)
     x = torch.stack([data.load_image(gold.images[k].path, size)[0] for k in ids])
     classes = net(x).argmax(-1).tolist()
-    return S.Predictions({}, {k: [S.ImageEvent(TYPES[c])] if c != NONE else [] for k, c in zip(ids, classes)}, [])
+    events = {k: [S.ImageEvent(TYPES[c])] if c != NONE else [] for k, c in zip(ids, classes)}
+    return S.Predictions({}, events, [])
 
 
 def image_mention(gold: data.M2E2, pred: S.Predictions) -> dict:
@@ -93,8 +95,10 @@ def image_mention(gold: data.M2E2, pred: S.Predictions) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="data/toy")
-    p.add_argument("--checkpoint", default="runs/stage2", help="a train.py output dir ('' to skip the model)")
-    p.add_argument("--budget-s", type=float, default=180.0, help="wall-time budget of the classifier's training")
+    p.add_argument("--checkpoint", default="runs/stage2",
+                   help="a train.py output dir ('' to skip the model)")
+    p.add_argument("--budget-s", type=float, default=180.0,
+                   help="wall-time budget of the classifier's training")
     p.add_argument("--size", type=int, default=64, help="letterbox size in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results to this file")
@@ -106,14 +110,17 @@ def main(argv=None) -> dict:
         import rmpl
         model = rmpl.RMPL.load(args.checkpoint)
     out = {"budget_s": args.budget_s, "steps": steps, "size": args.size}
-    print(f"classifier: {steps} steps in {args.budget_s:.0f} s at {args.size} px; strict image event mention F1")
+    print(f"classifier: {steps} steps in {args.budget_s:.0f} s at {args.size} px; "
+          f"strict image event mention F1 (match / pred / gold)")
     for split in ("dev", "test"):
         gold = src.m2e2[split]
-        out[split] = {"classifier": image_mention(gold, classifier_predictions(net, gold, args.size))}
+        pred = classifier_predictions(net, gold, args.size)
+        out[split] = {"classifier": image_mention(gold, pred)}
         if model is not None:
             out[split]["model"] = image_mention(gold, model.predict([], list(gold.images.values())))
-        print(f"{split:5s}" + "".join(f" | {who} {c['f1']:6.2f} ({c['match']} / {c['pred']} / {c['gold']})"
-                                      for who, c in out[split].items()))
+        cells = [f"{who} {c['f1']:6.2f} ({c['match']} / {c['pred']} / {c['gold']})"
+                 for who, c in out[split].items()]
+        print(f"{split:5s} | " + " | ".join(cells))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out

@@ -1,17 +1,16 @@
-"""Where image-argument errors come from (issue 11): a breakdown of a checkpoint's image arguments on M2E2.
+"""Where image-argument errors come from (issue 11): a checkpoint's image arguments, broken down.
 
     python benchmarks/vision_errors.py --checkpoint runs/stage2 --split dev
 
-1. End to end (rmpl.RMPL.predict, as evaluate.py scores it). Each gold argument (image, type, role, box)
-   is put in the first bucket that fits: *matched* (a predicted argument of that type and role at IoU >=
-   0.5: evaluate.py's rule, taken greedily here); *type missed* (no predicted event of that type on the
-   image); *box off* (the type and role were predicted, but every such box has IoU < 0.5); *wrong role*
-   (a box of another role of the predicted event has IoU >= 0.5); *not written* (the event was predicted
-   without that role). Predicted arguments that match nothing are counted as spurious, by whether their
-   event's type is on the image at all.
-2. Gold event types given (the image_argument pass alone, prompted with each gold event's type): the
-   same buckets without *type missed*, and the IoU distribution of the best same-role box per gold
-   argument, with the gold box's shorter side at 64 px.
+1. End to end (rmpl.RMPL.predict, as evaluate.py scores it). Each gold argument (image, type, role,
+   box) goes to the first bucket that fits: *matched* (a predicted argument of that type and role at
+   IoU >= 0.5: evaluate.py's rule, taken greedily here); *type missed* (no predicted event of that
+   type on the image); *box off* (the type and role were predicted, but every such box has IoU <
+   0.5); *wrong role* (a box of another role of the predicted event has IoU >= 0.5); *not written*
+   (the event was predicted without that role). Predicted arguments that match nothing are counted.
+2. Gold event types given (the image_argument pass alone, prompted with each gold event's type):
+   the same buckets without *type missed*, the IoU quartiles of the best same-role box per gold
+   argument, and the gold boxes' median shorter side at 64 px.
 
 What this file does not do: change the product, or tune anything.
 """
@@ -37,7 +36,7 @@ def box(t: S.Box) -> tuple:
 
 
 def buckets(gold_events, pred_events) -> tuple[Counter, list[float], int]:
-    """Bucket counts of the gold arguments of one image, best same-role IoUs, and spurious predictions."""
+    """Bucket counts of one image's gold arguments, best same-role IoUs, unmatched predictions."""
     out, ious, used = Counter(), [], set()
     for g in gold_events:
         same_type = [p for p in pred_events if p.event_type == g.event_type]
@@ -45,13 +44,13 @@ def buckets(gold_events, pred_events) -> tuple[Counter, list[float], int]:
             if not same_type:
                 out["type missed"] += 1
                 continue
-            cands = [(evaluate.iou(box(b.target), box(a.target)), id(b)) for p in same_type for b in p.arguments
+            args = [b for p in same_type for b in p.arguments]
+            cands = [(evaluate.iou(box(b.target), box(a.target)), id(b)) for b in args
                      if b.role == a.role and id(b) not in used]
             best = max(cands, default=(0.0, None))
             if cands:
                 ious.append(best[0])
-            others = [evaluate.iou(box(b.target), box(a.target)) for p in same_type for b in p.arguments
-                      if b.role != a.role]
+            others = [evaluate.iou(box(b.target), box(a.target)) for b in args if b.role != a.role]
             if best[0] >= 0.5:
                 out["matched"] += 1
                 used.add(best[1])
@@ -68,10 +67,11 @@ def buckets(gold_events, pred_events) -> tuple[Counter, list[float], int]:
 def summarise(name: str, counts: Counter, ious: list[float], spurious: int, n_pred: int) -> dict:
     total = sum(counts.values())
     q = statistics.quantiles(ious, n=4) if len(ious) > 1 else ious
-    print(f"{name}: {total} gold arguments; " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)"
-                                                        for k, v in counts.most_common()))
+    shares = [f"{k} {v} ({100 * v / total:.0f}%)" for k, v in counts.most_common()]
+    print(f"{name}: {total} gold arguments; " + ", ".join(shares))
     print(f"  predicted arguments {n_pred}, unmatched {spurious}; best same-role IoU quartiles "
-          + " / ".join(f"{v:.2f}" for v in q) + f" (n={len(ious)}, >= 0.5: {sum(v >= 0.5 for v in ious)})")
+          + " / ".join(f"{v:.2f}" for v in q)
+          + f" (n={len(ious)}, >= 0.5: {sum(v >= 0.5 for v in ious)})")
     return {"counts": dict(counts), "spurious": spurious, "predicted": n_pred, "iou_quartiles": q}
 
 
@@ -93,14 +93,16 @@ def main(argv=None) -> dict:
         n_pred += sum(len(e.arguments) for e in pred.images[img.id])
     out["end_to_end"] = summarise("end to end", total, ious, spurious, n_pred)
     todo = [(img, e) for img in images for e in img.events]
-    outputs = model.run([rmpl._image_example("image_argument", img, [], [S.TYPE_TOKENS[e.event_type]])
-                         for img, e in todo])
+    prompts = [rmpl._image_example("image_argument", img, [], [S.TYPE_TOKENS[e.event_type]])
+               for img, e in todo]
+    outputs = model.run(prompts)
     total, ious, spurious, n_pred, sides = Counter(), [], 0, 0, []
     for (img, e), o in zip(todo, outputs):
         got = [r for r in S.parse(o, size=img.size) if isinstance(r, S.ImageEvent)]
         got = [S.ImageEvent(e.event_type, got[0].arguments if got else ())]
         c, v, s = buckets([e], got)
-        total, ious, spurious, n_pred = total + c, ious + v, spurious + s, n_pred + len(got[0].arguments)
+        total, ious, spurious = total + c, ious + v, spurious + s
+        n_pred += len(got[0].arguments)
         sides += [min(a.target.x2 - a.target.x1, a.target.y2 - a.target.y1) * 64 / max(img.size)
                   for a in e.arguments]
     out["gold_types"] = summarise("gold types given", total, ious, spurious, n_pred)

@@ -1,11 +1,12 @@
-"""One screening run of issue 11's vision comparisons: stage 1, stage 2, then dev (and optionally test) scores.
+"""One screening run of issue 11's vision comparisons: stage 1, stage 2, then the dev scores.
 
     python benchmarks/vision_screen.py --out out/screen/x --model '{"vision_layers": 0}' \
         --stage1 "--max-steps 1000" --stage2 "--max-steps 300"
 
---model: JSON overrides of the ``small`` entry of model.MODEL_SIZES (any ModelConfig field); --stage1 /
---stage2: extra train.py flags. Prints and writes ({out}/screen.json) the six strict dev F1 cells, each
-stage's wall time and seconds per step. The comparisons and their figures are in
+--model: JSON overrides of the ``small`` entry of model.MODEL_SIZES (any ModelConfig field);
+--stage1 / --stage2: extra train.py flags. Prints and writes ({out}/screen.json) the six strict dev
+F1 cells (--splits dev,test would add test; the screens never did), each stage's wall time and
+seconds per step. The comparisons and their figures are in
 benchmarks/vision_experiments.md.
 
 What this file does not do: choose anything (on dev or test), or change the product's defaults.
@@ -49,8 +50,8 @@ def main(argv=None) -> dict:
     result = {"args": vars(args)}
     for stage, extra in ((1, args.stage1), (2, args.stage2)):
         t0 = time.time()
-        train.main(["--stage", str(stage), "--out", args.out, "--data", args.data, "--dev-docs", "0"]
-                   + shlex.split(extra))
+        train.main(["--stage", str(stage), "--out", args.out, "--data", args.data,
+                    "--dev-docs", "0"] + shlex.split(extra))
         info = json.loads((Path(args.out) / f"stage{stage}" / "rmpl.json").read_text())
         result[f"stage{stage}_s"] = round(time.time() - t0, 1)
         result[f"stage{stage}_s_per_step"] = round(result[f"stage{stage}_s"] / info["step"], 3)

@@ -33,8 +33,8 @@ def test_paired_differences_are_per_seed():
 
 def test_vision_ceiling_trains_for_its_budget_and_scores_dev_and_test(tmp_path):
     world = toy.generate(tmp_path / "w", seed=0, **TINY)
-    out = vision_ceiling.main(["--data", str(world), "--checkpoint", "", "--budget-s", "2", "--size", "32",
-                               "--json", str(tmp_path / "c.json")])
+    out = vision_ceiling.main(["--data", str(world), "--checkpoint", "", "--budget-s", "2",
+                               "--size", "32", "--json", str(tmp_path / "c.json")])
     assert out["steps"] >= 1 and json.loads((tmp_path / "c.json").read_text()) == out
     for split in ("dev", "test"):
         cell = out[split]["classifier"]

@@ -357,7 +357,7 @@ def _figure_image(tmp_path, size, boxes):
 
 
 def _box_colour(encoded, k):
-    """Mean un-normalised colour of the canvas inside the k-th box of the target (image_size = NUM_BINS)."""
+    """Mean un-normalised colour of the canvas inside the target's k-th box (image_size = NUM_BINS)."""
     t = tok().decode(encoded["target_ids"].tolist())
     locs = [int(s[5:-1]) for s in t if s.startswith("<loc_")][4 * k:4 * k + 4]
     x1, y1, x2, y2 = locs
@@ -367,39 +367,47 @@ def _box_colour(encoded, k):
 
 @pytest.mark.parametrize("size", [(200, 100), (100, 200), (128, 128), (150, 97)])
 def test_hflip_keeps_boxes_on_their_figures(tmp_path, size):
-    """After the flip, each target box still covers the figure drawn in it, inside the letterboxed width."""
+    """After the flip, each target box still covers the figure drawn in it, inside the picture's width."""
     W, H = size
-    boxes = [(W // 10, H // 5, W // 10 + W // 5, H // 5 + H // 4), (W // 2, H // 2, W - W // 8, H - 2)]
+    boxes = [(W // 10, H // 5, W // 10 + W // 5, H // 5 + H // 4),
+             (W // 2, H // 2, W - W // 8, H - 2)]
     path, colours = _figure_image(tmp_path, size, boxes)
     ev = schema.ImageEvent("Conflict:Attack", tuple(schema.Argument(r, schema.Box(*b))
                                                     for r, b in zip(("Attacker", "Target"), boxes)))
-    ex = Example("image_event", ["<task:image_event>"], schema.linearise([ev], size=size), image=path, size=size)
+    target = schema.linearise([ev], size=size)
+    ex = Example("image_event", ["<task:image_event>"], target, image=path, size=size)
     enc = encode_example(ex, tok(), schema.NUM_BINS)
     flipped = hflip(enc)
     for k, colour in enumerate(colours):
         for e in (enc, flipped):
-            torch.testing.assert_close(_box_colour(e, k), torch.tensor(colour, dtype=torch.float), atol=40, rtol=0)
-    assert (flipped["image"][:, :, round(schema.NUM_BINS * W / max(size)):] == 0).all()  # padding stays right
+            want = torch.tensor(colour, dtype=torch.float)
+            torch.testing.assert_close(_box_colour(e, k), want, atol=40, rtol=0)
+    width = round(schema.NUM_BINS * W / max(size))
+    assert (flipped["image"][:, :, width:] == 0).all()  # the padding stays at the right
     again = hflip(flipped)
-    assert torch.equal(again["image"], enc["image"]) and torch.equal(again["target_ids"], enc["target_ids"])
+    assert torch.equal(again["image"], enc["image"])
+    assert torch.equal(again["target_ids"], enc["target_ids"])
 
 
 def test_hflip_resorts_arguments_of_one_role_and_leaves_text_alone(tmp_path):
     boxes = [(10, 10, 30, 60), (120, 10, 150, 60)]
     path, _ = _figure_image(tmp_path, (160, 80), boxes)
-    ev = schema.ImageEvent("Contact:Meet", tuple(schema.Argument("Entity", schema.Box(*b)) for b in boxes))
-    ex = Example("image_event", ["<task:image_event>"], schema.linearise([ev], size=(160, 80)), image=path,
-                 size=(160, 80))
+    ev = schema.ImageEvent("Contact:Meet", tuple(schema.Argument("Entity", schema.Box(*b))
+                                                 for b in boxes))
+    ex = Example("image_event", ["<task:image_event>"], schema.linearise([ev], size=(160, 80)),
+                 image=path, size=(160, 80))
     flipped = tok().decode(hflip(encode_example(ex, tok(), schema.NUM_BINS))["target_ids"].tolist())
     locs = [int(s[5:-1]) for s in flipped if s.startswith("<loc_")]
     assert locs[0] < locs[4]  # x1 of the first Entity is left of the second's: canonical order kept
-    text = encode_example(Example("text_event", ["<task:text_event>", "hi"], ["<t:Life:Die>"]), tok(), 8)
+    text = Example("text_event", ["<task:text_event>", "hi"], ["<t:Life:Die>"])
+    text = encode_example(text, tok(), 8)
     assert hflip(text) is text
 
 
 def test_sampler_flips_by_step(tmp_path):
     path, _ = _figure_image(tmp_path, (64, 32), [(0, 0, 16, 16)])
-    enc = encode_example(Example("image_mention", ["<task:image_mention>"], [], image=path, size=(64, 32)), tok(), 16)
+    ex = Example("image_mention", ["<task:image_mention>"], [], image=path, size=(64, 32))
+    enc = encode_example(ex, tok(), 16)
     sampler = lambda: TaskSampler({"image_mention": [enc]}, {"image_mention": 1.0}, 1, hflip=0.5)
     runs = [[batch[0]["image"] for _, batch in zip(range(20), sampler())] for _ in range(2)]
     flipped = [not torch.equal(x, enc["image"]) for x in runs[0]]

@@ -393,8 +393,11 @@ def main(argv=None) -> dict:
         dist.barrier()
     net, tok = build_model(cfg, src, run, master)
     net.to(device).train()
-    # find_unused_parameters: a slice without images leaves the vision tower out of the graph
-    model = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True) if ddp else net
+    # find_unused_parameters: a slice without images leaves the vision tower out of the graph.
+    # broadcast_buffers=False: DDP would broadcast the BatchNorm statistics at every forward, a collective
+    # that hangs when ranks make different numbers of forwards (a slice without images makes one fewer)
+    model = (torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True, broadcast_buffers=False)
+             if ddp else net)
     tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
 
     def split(name):

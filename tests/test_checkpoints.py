@@ -219,7 +219,7 @@ WRITER = textwrap.dedent("""
     sampler = data.TaskSampler({{"text_event": list(range(10))}}, {{"text_event": 1.0}}, 2)
     for i in range({start}, 10**6):
         with torch.no_grad():
-            for p in net.parameters():
+            for p in [*net.parameters(), *net.buffers()]:  # BatchNorm statistics are saved too
                 p.fill_(i)
         train.save_checkpoint(run, net, cfg, ("text_event",), opt, sampler, i)
         print(i, flush=True)

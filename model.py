@@ -47,7 +47,7 @@ class ModelConfig:
     """Every field fixes a tensor shape or the meaning of an id;
     all of them are saved with each checkpoint."""
     vocab_size: int           # from the tokenizer (sentencepiece pieces + schema.SPECIAL_TOKENS)
-    pad_id: int = 0           # pad/bos/eos must match the tokenizer (data.py)
+    pad_id: int = 0           # pad/bos/eos must match the tokenizer (tensors.py)
     bos_id: int = 1
     eos_id: int = 2
     d_model: int = 256        # encoder and decoder width
@@ -221,7 +221,7 @@ class VisionTower(nn.Module):
 
 
 class Seq2Seq(nn.Module):
-    """The RMPL-mini network. A batch is the dict data.py's collate makes:
+    """The RMPL-mini network. A batch is the dict tensors.py's collate makes:
 
     ``input_ids`` (B, T) long, pad_id-padded; ``images`` (B, 3, S, S) float, normalised, zeros where
     there is no image; ``has_image`` (B,) bool; ``target_ids`` (B, L) long: the target WITHOUT bos,

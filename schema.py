@@ -26,7 +26,7 @@ occurrence, which is almost always the right one.
 
 Boxes.  Coordinates are quantised into NUM_BINS bins of the image's longer
 side L = max(W, H) (the square canvas the image is letterboxed onto, top-left
-aligned, see data.py), in the order x1 y1 x2 y2.  A box is written as the bins
+aligned, see tensors.py), in the order x1 y1 x2 y2.  A box is written as the bins
 it covers: ``k1 = floor(x1 * N / L)`` and ``k2 = ceil(x2 * N / L) - 1``, both
 clamped to [0, N-1] (k2 >= k1).  It is read back as the covered area
 ``x1 = k1 * L / N``, ``x2 = (k2 + 1) * L / N``, clipped to the image.  Every
@@ -37,7 +37,7 @@ whose bins lie wholly in the letterbox padding (outside the image) is dropped.
 ``parse`` never raises: it reads what it can from any token sequence
 (truncated, repeated, malformed) and silently drops the rest.
 
-What this file does not do: tokenisation into ids (data.py), prompts and
+What this file does not do: tokenisation into ids (tensors.py), prompts and
 task mixing (rmpl.py), scoring (evaluate.py).
 """
 from __future__ import annotations

@@ -175,6 +175,9 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 # ============================================================================= set-up
+LOG_FILE = "log.jsonl"  # one JSON line per log interval and per evaluation, appended
+
+
 @contextmanager
 def warnings_as_lines():
     """The readers' and task builders' counted skips, printed as one ``warning: ...`` line each."""
@@ -280,9 +283,6 @@ def resume_model(cfg: TrainConfig, run: Path) -> tuple[M.Seq2Seq, tensors.Tokeni
     if cfg.lora_rank:
         lora.mark_only_lora_as_trainable(M.load_adapter(net, run / rmpl.ADAPTER_FILE))
     return net, tok
-
-
-LOG_FILE = "log.jsonl"  # one JSON line per log interval and per evaluation, appended
 
 
 # ============================================================================= evaluation

@@ -1,4 +1,4 @@
-"""Records -> tensors (data.py, tensors section): tokenizer, letterboxed images, examples/collate, sampler."""
+"""Records -> tensors (tensors.py): tokenizer, letterboxed images, examples/collate, sampler."""
 import functools
 import random
 from collections import Counter

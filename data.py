@@ -20,7 +20,7 @@ import gc
 import json
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image as PILImage
@@ -446,8 +446,12 @@ def read_mnre(path, image_dir) -> list[RelationExample]:
     'relation': label}; an entity may carry 'bbox': [x1, y1, x2, y2] instead of 'pos' (a figure in
     the image; a toy-world extension). A line that is not a dict literal, a missing field, or an
     image file that is missing or does not decode raises DataError with file:line; a span outside
-    the sentence, a bad box or a label not in MNRE_LABELS skips the line (counted). Ids are
-    "<file stem>-<line index>"; each example carries its image (events=()).
+    the sentence, a bad box or a label not in MNRE_LABELS skips the line (counted).
+
+    Lines of one sentence and one image make one example holding all their relations, in file
+    order: MNRE writes an entity pair per line, and the same sentence and picture with different
+    single-relation targets would ask the model for two answers to one question. Ids are
+    "<file stem>-<index of the example's first line>"; each example carries its image (events=()).
     """
     path, image_dir = Path(path), Path(image_dir)
     sizes: dict[str, tuple[int, int]] = {}
@@ -478,7 +482,13 @@ def read_mnre(path, image_dir) -> list[RelationExample]:
             raise DataError(f"{path}: line {i + 1}: expected a dict literal, "
                             f"got {type(rec).__name__}")
         items.append((f"line {i + 1}", (i, rec)))
-    return _parse_all(path, items, parse, skip_bad=True)
+    grouped: dict[tuple, RelationExample] = {}
+    for ex in _parse_all(path, items, parse, skip_bad=True):
+        key = (ex.words, ex.image.id)
+        first = grouped.setdefault(key, ex)
+        if first is not ex and ex.relations[0] not in first.relations:
+            grouped[key] = replace(first, relations=first.relations + ex.relations)
+    return list(grouped.values())
 
 
 SPLITS = ("train", "dev", "test")

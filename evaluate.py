@@ -389,6 +389,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "<last three parts of the gold directory>.jsonl)")
     p.add_argument("--device", default="auto",
                    help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    p.add_argument("--links", default="grounded",
+                   help="with --checkpoint, how sentence and image events are linked: grounded "
+                        "(same type and the relation task finds the sentence's participants in "
+                        "the image) or type (same type only); default %(default)s")
     for name, help in SWITCHES.items():
         p.add_argument("--" + name.replace("_", "-"), action="store_true",
                        help=f"relaxation: {help}")
@@ -419,7 +423,7 @@ def read_or_predict(args, gold_dir: Path) -> tuple[M2E2, Predictions]:
 
     gold = read_m2e2(gold_dir, images=True)
     out = Path(args.pred_out) if args.pred_out else default_pred_out(args.checkpoint, gold_dir)
-    pred = rmpl.predict_file(args.checkpoint, gold, out, args.device)
+    pred = rmpl.predict_file(args.checkpoint, gold, out, args.device, args.links)
     print(f"predictions: {out}", file=sys.stderr)
     return gold, pred
 

@@ -4,15 +4,17 @@ Stage 1 (unified multi-task learning). Three heterogeneous sources, one target l
 
     text_event   ACE sentence            -> all its events, triggers and argument spans
     image_event  SWiG image              -> its event and argument boxes (or nothing)
-    relation     MNRE sentence + image   -> relations between entities (spans or boxes)
+    relation     MNRE sentence + image   -> one named entity's relations, to spans or boxes
 
 Stage 2 (progressive fine-tuning). The same text and image sources recast as the two subtasks of
-MEE, mixed in every batch:
+MEE, mixed in every batch, with the relation task kept in the mix (without it, stage 2 forgets it,
+and the links need it; README, "Grounded links"):
 
     text_mention    sentence                         -> event types and triggers       (EMI)
     image_mention   image                            -> event type                     (EMI)
     text_argument   sentence + one event (type, trig) -> that event with its arguments  (ARE)
     image_argument  image + one event type           -> that event with argument boxes (ARE)
+    relation        as in stage 1
 
 The relation-aware multi-task loss. A batch holds examples b of tasks t(b) with target tokens
 y_b (eos included, padding excluded). Per task present in the batch,
@@ -31,9 +33,12 @@ relations grounded in both modalities.
 
 Extraction on M2E2 (``RMPL.extract``): event mention identification per sentence and per image,
 argument extraction per predicted event, then multimedia links. A stage-1 checkpoint extracts in one
-pass (text_event, image_event). Link rule (fixed, not tuned): a sentence event and an image event of
-the same document are linked when they have the same predicted type. No decision here is tuned on
-any split.
+pass (text_event, image_event). Links, grounded by the relation task: a sentence event and an image
+event of the same document and the same predicted type are a candidate; the relation task reads the
+sentence with the image, and the candidate is linked unless it matches the event's participants
+against the image's figures and finds none of them there (``grounded``). Same type with other
+people is then no link, which the type alone cannot tell. ``links="type"`` keeps the type-only rule.
+No decision here is tuned on any split.
 
 What this file does not do: read files (data.py), define the network (model.py), run the optimiser
 (train.py), score (evaluate.py).
@@ -55,10 +60,12 @@ import tensors
 
 STAGE_TASKS = {
     1: ("text_event", "image_event", "relation"),
-    2: ("text_mention", "image_mention", "text_argument", "image_argument"),
+    2: ("text_mention", "image_mention", "text_argument", "image_argument", "relation"),
 }
 ALPHA = 0.5                                   # task sampling: p_t ~ n_t ** ALPHA
 TASK_WEIGHTS = {t: 1.0 for t in S.TASKS}      # lambda_t in the loss
+LINK_RULES = ("grounded", "type")             # RMPL(links=...): see RMPL._links and grounded()
+PRESENT_IN = "/per/misc/present_in"           # MNRE's label for "this name is that figure"
 
 # The run directory {out}/stage{k}/ that train.py writes and RMPL.load reads, file by file.
 MODEL_FILE = "model.safetensors"      # base weights with their ModelConfig (model.save_model)
@@ -117,12 +124,36 @@ def image_examples(task: str, img: S.Image) -> list[tensors.Example]:
 
 
 def relation_examples(ex: S.RelationExample) -> list[tensors.Example]:
-    """The example one MNRE line gives (with its image when it has one)."""
+    """The examples one MNRE sentence gives (with its image when it has one): one per head entity,
+    asking for that entity's relations, as each MNRE line names its entity pair. The target holds
+    them in reading order (tail spans before boxes, relations before "None", then left to right),
+    so the first thing said about a figure is whether the entity is in the picture."""
     img = ex.image
-    target = S.linearise(ex.relations, ex.words, img.size if img else None)
-    return [tensors.Example("relation", _text_prompt("relation", ex.words), target,
-                            image=img.path if img else None, size=img.size if img else None,
-                            meta={"id": ex.id})]
+    by_head: dict = {}
+    for rel in sorted(ex.relations, key=_reading_order):
+        by_head.setdefault(rel.head, []).append(rel)
+    return [relation_query(ex.id, ex.words, img, head,
+                           S.linearise(rels, ex.words, img.size if img else None))
+            for head, rels in by_head.items()]
+
+
+def relation_query(id_, words, img: S.Image | None, head: S.Span | S.Box,
+                   target=()) -> tensors.Example:
+    """The relation task's question: what relates ``head`` (an entity of the sentence, or a box of
+    the image) to the rest of the sentence and to the image's figures?"""
+    size = img.size if img else None
+    head_tokens = (S.span_to_tokens(head, words) if isinstance(head, S.Span)
+                   else S.box_to_tokens(head, size))
+    return tensors.Example("relation", _text_prompt("relation", words, [S.HEAD, *head_tokens]),
+                           list(target), image=img.path if img else None, size=size,
+                           meta={"id": id_})
+
+
+def _reading_order(rel: S.Relation) -> tuple:
+    def where(x):
+        return (0, x.start, x.end) if isinstance(x, S.Span) else (1, x.x1, x.y1, x.x2, x.y2)
+    tail = where(rel.tail)
+    return where(rel.head), tail[0], rel.label == "None", tail
 
 
 def build_tasks(tasks, sentences, images, relations) -> dict[str, list[tensors.Example]]:
@@ -203,9 +234,15 @@ class RMPL:
     predictions")."""
 
     def __init__(self, net: M.Seq2Seq, tokenizer: tensors.Tokenizer, tasks=STAGE_TASKS[2],
-                 batch_size: int = 64):
-        self.net, self.tok, self.tasks, self.batch_size = (
-            net.eval(), tokenizer, tuple(tasks), batch_size)
+                 batch_size: int = 64, links: str = "grounded"):
+        if links not in LINK_RULES:
+            raise ValueError(f"links={links!r}: expected one of {LINK_RULES}")
+        if links == "grounded" and "relation" not in tasks:
+            warnings.warn(f"links='grounded' needs a model trained on the relation task (this "
+                          f"one: {', '.join(tasks)}); linking by type only")
+            links = "type"
+        self.net, self.tok, self.tasks, self.batch_size, self.links = (
+            net.eval(), tokenizer, tuple(tasks), batch_size, links)
         # each image is read by two passes (mention, then arguments)
         self.images = tensors.ImageCache()
         self.special_ids = tokenizer.encode(list(S.SPECIAL_TOKENS))
@@ -308,16 +345,46 @@ class RMPL:
             full[i.id].append(S.ImageEvent(e.event_type, same[0].arguments if same else ()))
         return full
 
-    @staticmethod
-    def _links(sentences, images, text, pics) -> list[S.Link]:
-        """Same document, same predicted type (the module docstring's fixed rule)."""
-        image_types = defaultdict(list)
+    def _links(self, sentences, images, text, pics) -> list[S.Link]:
+        """Candidates: a sentence and an image of one document with an event of the same
+        predicted type. ``links="type"`` links every candidate; ``"grounded"`` asks the relation
+        task about each participant of the sentence's event (its argument spans) in the image, and
+        keeps what ``grounded`` says."""
+        in_doc = defaultdict(list)
         for i in images:
-            for t in dict.fromkeys(e.event_type for e in pics[i.id]):
-                image_types[(i.doc_id, t)].append(i.id)
-        return [S.Link(s.id, image_id, t) for s in sentences
-                for t in dict.fromkeys(e.event_type for e in text[s.id])
-                for image_id in image_types[(s.doc_id, t)]]
+            in_doc[i.doc_id].append(i)
+        pairs = [(s, i, t) for s in sentences
+                 for t in dict.fromkeys(e.event_type for e in text[s.id])
+                 for i in in_doc[s.doc_id] if any(e.event_type == t for e in pics[i.id])]
+        if self.links == "type":
+            return [S.Link(s.id, i.id, t) for s, i, t in pairs]
+        asked = {(s.id, i.id, a.target): (s, i, a.target) for s, i, t in pairs
+                 for e in text[s.id] if e.event_type == t for a in e.arguments}
+        outputs = self.run([relation_query(s.id, s.words, i, span)
+                            for s, i, span in asked.values()])
+        read = defaultdict(list)  # (sentence, image) -> what the relation task said
+        for (s, i, _), o in zip(asked.values(), outputs):
+            read[(s.id, i.id)] += [r for r in S.parse(o, s.words, i.size)
+                                   if isinstance(r, S.Relation)]
+        return [S.Link(s.id, i.id, t) for s, i, t in pairs
+                if grounded([a.target for e in text[s.id] if e.event_type == t
+                             for a in e.arguments], read[(s.id, i.id)])]
+
+
+def grounded(participants: list[S.Span], relations: list[S.Relation]) -> bool:
+    """The grounded link rule for one candidate (a sentence event and an image of its type):
+    ``participants`` are the sentence event's argument spans, ``relations`` what the relation
+    task reads in the sentence and the image. Linked when a participant is present in the image
+    (PRESENT_IN to a figure); not linked when the relation task matches participants against the
+    figures (names it can ground) and finds none present; linked on the type alone when it grounds
+    no participant either way (none is a name it knows)."""
+    def touches(heads):
+        return any(p.start < h.end and h.start < p.end for p in participants for h in heads)
+    to_figures = [r for r in relations
+                  if isinstance(r.head, S.Span) and isinstance(r.tail, S.Box)]
+    if touches([r.head for r in to_figures if r.label == PRESENT_IN]):
+        return True
+    return not touches([r.head for r in to_figures])
 
 
 def prediction_lines(pred: S.Predictions) -> list[dict]:
@@ -331,7 +398,8 @@ def prediction_lines(pred: S.Predictions) -> list[dict]:
                for l in pred.links])
 
 
-def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto") -> S.Predictions:
+def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto",
+                 links: str = "grounded") -> S.Predictions:
     """Run the trained model of ``checkpoint`` over every sentence and image of ``gold``; write
     the JSON Lines to ``out`` and return the predictions (what ``python evaluate.py --checkpoint``
     scores)."""
@@ -339,7 +407,7 @@ def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto") -
     if len(images) < len(gold.images):
         warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no "
                       f"file: nothing is predicted for them")
-    model = RMPL.load(checkpoint, M.pick_device(device))
+    model = RMPL.load(checkpoint, M.pick_device(device), links=links)
     pred = model.predict(list(gold.sentences.values()), images)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(line) + "\n" for line in prediction_lines(pred)))

@@ -84,10 +84,10 @@ def stats(root) -> str:
     for r in rows:
         lines.append("| " + " | ".join(str(c) for c in r + [""] * (len(head) - len(r))) + " |")
     for split, xs in src.mnre.items():
-        labels = Counter(x.relations[0].label for x in xs)
+        labels = Counter(r.label for x in xs for r in x.relations)
         counts = ", ".join(f"{k.rsplit('/', 1)[-1]} {v}" for k, v in sorted(labels.items()))
-        images = len({x.image.id for x in xs})
-        lines.append(f"\nmnre {split}: {len(xs)} lines, {images} images; {counts}")
+        lines.append(f"\nmnre {split}: {sum(labels.values())} relations in {len(xs)} "
+                     f"sentences with their images; {counts}")
     return "\n".join(lines)
 
 

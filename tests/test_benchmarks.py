@@ -3,6 +3,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 import toy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -29,6 +31,31 @@ def test_paired_differences_are_per_seed():
                "joint": {"0": {"test": cells(40.0)}, "1": {"test": cells(60.0)}, "2": {"test": cells(0.0)}}}
     row = next(line for line in ablation.contrasts(results, "test").splitlines() if line.startswith("| joint"))
     assert row.count("+10.0 ± 0.0") == len(ablation.CELLS) and row.endswith("| 2 |")  # seed 2 has no rmpl: left out
+
+
+@pytest.mark.parametrize("diffs, beyond", [
+    ([1.0, 2.0, 3.0], False),     # t = 2 / (1 / sqrt 3) = 3.5 < 4.30 (95%, 2 degrees of freedom)
+    ([10.0, 11.0, 12.0], True),   # t = 19
+    ([-5.0, -5.0, -5.0], True),   # no spread at all
+    ([4.0], False),               # one seed: no noise estimate, never beyond it
+])
+def test_paired_t_marks_differences_beyond_seed_noise(diffs, beyond):
+    assert ablation.paired(diffs).endswith("*") is beyond
+
+
+def test_ablation_trains_the_grounding_rows_with_a_matched_budget(tmp_path):
+    """rmpl, its type-only links (no second training) and the matched control, at a few steps."""
+    world = toy.generate(tmp_path / "w", seed=0, **TINY)
+    state = ablation.main(["--data", str(world), "--out", str(tmp_path / "runs"), "--json",
+                           str(tmp_path / "a.json"), "--rows", "rmpl,rmpl_type_links,no_relation_matched",
+                           "--seeds", "1", "--stage1-steps", "4", "--stage2-steps", "2"])
+    s1, s2 = state["budgets"]["matched_steps"]
+    assert 1 <= s1 < 4 and s2 <= 2    # stage 1 gives the relation task's share back
+    assert set(state["results"]) == {"rmpl", "rmpl_type_links", "no_relation_matched"}
+    runs = tmp_path / "runs"
+    assert not (runs / "rmpl_type_links").exists()   # scored on rmpl's model
+    info = json.loads((runs / "no_relation_matched" / "seed0" / "stage1" / "rmpl.json").read_text())
+    assert info["step"] == s1 and "relation" not in info["tasks"]
 
 
 def test_peers_writes_the_gold_as_predictions_that_score_100(tmp_path, capsys):

@@ -271,6 +271,18 @@ def test_mnre(tmp_path):
     ]
 
 
+def test_mnre_lines_of_one_sentence_and_picture_make_one_example(tmp_path):
+    """MNRE writes one entity pair per line; the example holds them all (a repeated line once)."""
+    present = FIGURE.replace("'None'", "'/per/misc/present_in'").replace("[5, 6, 20, 30]", "[1, 1, 9, 9]")
+    path, image_dir = mnre_file(tmp_path, FIGURE, GOOD, present, FIGURE)
+    image = Image("x", (40, 30), (), str(image_dir / "x.png"))
+    assert read_mnre(path, image_dir) == [
+        RelationExample("train-0", ("Anna", "smiles"), (Relation("None", Span(0, 1), Box(5, 6, 20, 30)),
+                                                         Relation("/per/misc/present_in", Span(0, 1), Box(1, 1, 9, 9))), image),
+        RelationExample("train-1", ("Anna", "and", "Ben"), (Relation("/per/per/couple", Span(0, 1), Span(2, 3)),), image),
+    ]
+
+
 @pytest.mark.parametrize("bad, message", [
     ("{'token': ['a'", r"train.txt: line 2: not a Python literal"),
     ("__import__('os').system('touch PWNED')", r"train.txt: line 2: not a Python literal"),

@@ -52,6 +52,21 @@ def test_image_examples_known_answers():
     assert argument.target == ["<t:Life:Die>", "<r:Victim>", "<loc_0>", "<loc_0>", "<loc_31>", "<loc_31>"]
 
 
+def test_relation_examples_ask_about_one_entity_each():
+    words = ("Ben", "and", "Anna", "smile")
+    img = Image("m", (64, 64), path="m.png")
+    ben, anna = Span(0, 1), Span(2, 3)
+    rels = (S.Relation(rmpl.PRESENT_IN, anna, Box(0, 0, 32, 64)), S.Relation("/per/per/couple", ben, anna),
+            S.Relation("None", anna, Box(32, 0, 64, 64)), S.Relation(rmpl.PRESENT_IN, ben, Box(32, 0, 64, 64)))
+    about_ben, about_anna = rmpl.relation_examples(S.RelationExample("r-0", words, rels, img))
+    rel = S.TASK_TOKENS["relation"]
+    assert about_ben.prompt == [rel, "<head>", "Ben", "<sep>", *words] and about_ben.image == "m.png"
+    assert about_anna.prompt == [rel, "<head>", "Anna", "<sep>", *words]
+    # reading order: tail spans before tail boxes, boxes left to right
+    assert S.parse(about_ben.target, words, (64, 64)) == [rels[1], rels[3]]
+    assert S.parse(about_anna.target, words, (64, 64)) == [rels[0], rels[2]]
+
+
 def test_build_tasks_skips_what_the_schema_cannot_write():
     repeated = Sentence("doc_9", ("x",) * 12, (TextEvent("Life:Die", Span(11, 12)),))  # 12th "x": past MAX_OCC
     with warnings.catch_warnings(record=True) as caught:
@@ -61,13 +76,58 @@ def test_build_tasks_skips_what_the_schema_cannot_write():
     assert len(caught) == 1 and "skipped 1 records" in str(caught[0].message) and "doc_9" in str(caught[0].message)
 
 
-def test_links_same_document_same_type():
-    sents = [Sentence("A_1", ("w",)), Sentence("A_2", ("w",)), Sentence("B_1", ("w",))]
-    images = [Image("A_7", (8, 8)), Image("B_7", (8, 8))]
-    text = {"A_1": [TextEvent("Life:Die", Span(0, 1))], "A_2": [TextEvent("Contact:Meet", Span(0, 1))],
+ANNA, BOX = Span(0, 1), Box(0, 0, 4, 8)
+PRESENT = S.Relation(rmpl.PRESENT_IN, ANNA, BOX)
+ELSEWHERE = S.Relation("None", ANNA, BOX)          # "Anna is not that figure"
+
+
+@pytest.mark.parametrize("participants, relations, linked", [
+    ([ANNA], [PRESENT], True),                          # a true pair: the participant is in the image
+    ([ANNA], [ELSEWHERE], False),                       # a decoy: same type, the participant is not there
+    ([ANNA], [ELSEWHERE, PRESENT], True),               # one figure is not Anna, another is
+    ([Span(0, 2)], [PRESENT], True),                    # an argument span covering the name
+    ([ANNA, Span(3, 4)], [ELSEWHERE, S.Relation(rmpl.PRESENT_IN, Span(3, 4), BOX)], True),
+    ([ANNA], [S.Relation(rmpl.PRESENT_IN, Span(5, 6), BOX), ELSEWHERE], False),  # a bystander is there
+    ([ANNA], [S.Relation("/per/per/couple", ANNA, Span(2, 3))], True),  # nothing said about figures
+    ([ANNA], [], True),                                 # nothing grounded: the type decides
+    ([], [S.Relation("None", Span(2, 3), BOX)], True),  # no participant to ground
+])
+def test_grounded_link_rule_known_answers(participants, relations, linked):
+    assert rmpl.grounded(participants, relations) is linked
+
+
+def test_links_same_document_same_type_then_grounded():
+    """Candidates are same-document, same-type pairs; the grounded rule asks the relation task about
+    each participant of the sentence's event in each candidate image, and drops the decoy (A_8 shows
+    an Attack without Anna)."""
+    words = ("Anna", "attacked", "Ben")
+    sents = [Sentence("A_1", words), Sentence("A_2", ("w",)), Sentence("B_1", ("w",))]
+    images = [Image("A_7", (8, 8), path="A_7.png"), Image("A_8", (8, 8), path="A_8.png"),
+              Image("B_7", (8, 8), path="B_7.png")]
+    attack = TextEvent("Conflict:Attack", Span(1, 2), (Argument("Attacker", ANNA),))
+    text = {"A_1": [attack], "A_2": [TextEvent("Contact:Meet", Span(0, 1))],
             "B_1": [TextEvent("Contact:Meet", Span(0, 1))]}
-    pics = {"A_7": [ImageEvent("Life:Die")], "B_7": [ImageEvent("Life:Die")]}
-    assert rmpl.RMPL._links(sents, images, text, pics) == [S.Link("A_1", "A_7", "Life:Die")]
+    pics = {"A_7": [ImageEvent("Conflict:Attack")], "A_8": [ImageEvent("Conflict:Attack")],
+            "B_7": [ImageEvent("Conflict:Attack")]}
+    prompt = (S.TASK_TOKENS["relation"], "<head>", "Anna", "<sep>", *words)  # about the Attacker
+    answers = {("relation", prompt, "A_7.png"): S.linearise([PRESENT], words, (8, 8)),
+               ("relation", prompt, "A_8.png"): S.linearise([ELSEWHERE], words, (8, 8))}
+    extractor, asked = stub_extractor(answers)
+    extractor.links = "type"
+    assert extractor._links(sents, images, text, pics) == [
+        S.Link("A_1", "A_7", "Conflict:Attack"), S.Link("A_1", "A_8", "Conflict:Attack")]
+    assert asked == []
+    extractor.links = "grounded"
+    assert extractor._links(sents, images, text, pics) == [S.Link("A_1", "A_7", "Conflict:Attack")]
+    assert sorted(asked) == sorted(answers)
+
+
+def test_grounded_links_need_the_relation_task():
+    with pytest.warns(UserWarning, match="linking by type only"):
+        extractor, _ = stub_extractor({}, tasks=("text_mention", "image_mention"))
+    assert extractor.links == "type"
+    with pytest.raises(ValueError, match="links='nearest'"):
+        stub_extractor({}, links="nearest")
 
 
 def test_allowed_mask_is_schema_eos_and_prompt():
@@ -117,6 +177,7 @@ A1, A2, B1 = _tok("troops attacked the town and killed a man"), _tok("the man di
 ATTACK, DIE = S.TYPE_TOKENS["Conflict:Attack"], S.TYPE_TOKENS["Life:Die"]
 TM, TA = S.TASK_TOKENS["text_mention"], S.TASK_TOKENS["text_argument"]
 IM, IA = S.TASK_TOKENS["image_mention"], S.TASK_TOKENS["image_argument"]
+REL = S.TASK_TOKENS["relation"]
 ANSWERS = {
     # mention pass: two events in A_1, one in A_2, none in B_1
     ("text_mention", (TM, "<sep>", *A1), None): [ATTACK, "attacked", DIE, "killed"],
@@ -137,6 +198,9 @@ ANSWERS = {
         [ATTACK, "<r:Attacker>", "<loc_0>", "<loc_0>", "<loc_31>", "<loc_31>",
          "<r:Target>", "<loc_32>", "<loc_8>", "<loc_63>", "<loc_31>"],
     ("image_argument", (IA, DIE), "B_7.png"): [ATTACK, "<r:Attacker>", "<loc_0>", "<loc_0>", "<loc_1>", "<loc_1>"],
+    # grounding the A_1 / A_7 Attack candidate: one question per participant; nothing grounded -> linked
+    ("relation", (REL, "<head>", "troops", "<sep>", *A1), "A_7.png"): [],
+    ("relation", (REL, "<head>", "the", "town", "<sep>", *A1), "A_7.png"): [],
 }
 EXPECTED_LINES = [
     {"sentence_id": "A_1", "events": [
@@ -155,7 +219,7 @@ EXPECTED_LINES = [
 ]
 
 
-def stub_extractor(answers):
+def stub_extractor(answers, **kw):
     """An RMPL whose decoder is a lookup table; `asked` records every example it was given."""
     class Tok:  # what RMPL.__init__ reads
         eos_id, pad_id = 3, 0
@@ -167,7 +231,7 @@ def stub_extractor(answers):
     class Net(torch.nn.Module):
         cfg = type("Cfg", (), {"vocab_size": 4 + len(S.SPECIAL_TOKENS)})
 
-    extractor, asked = rmpl.RMPL(Net(), Tok()), []
+    extractor, asked = rmpl.RMPL(Net(), Tok(), **kw), []
 
     def run(examples):
         keys = [(e.task, tuple(e.prompt), e.image) for e in examples]

@@ -1,0 +1,99 @@
+"""How well a checkpoint grounds names, and what grounded links buy over type-only links.
+
+    python benchmarks/grounding.py --checkpoint runs/stage1 runs/stage2 --split dev
+
+For each checkpoint, on the MNRE --split (the relation task as trained): precision and recall of
+its '/per/misc/present_in' records (a name and its figure; a box counts at IoU >= 0.5, as in the
+M2E2 scorer), which shows whether stage 2 made the model forget the relation task. On the M2E2
+--split: the multimedia mention and argument cells (precision, recall, F1) with grounded links
+and with type-only links, from one extraction (the links are the only difference).
+--as-relation-model also runs the grounded rule for a checkpoint whose tasks lack the relation
+task (rmpl.RMPL would fall back to type-only links): it asks what the weights still know.
+
+What this file does not do: choose anything; decisions and their figures are in the README.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import astuple
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+import evaluate  # noqa: E402
+import rmpl  # noqa: E402
+import schema as S  # noqa: E402
+from toy import ensure_data  # noqa: E402
+
+CELLS = ("multimedia_mention", "multimedia_argument")
+
+
+def present_in_scores(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
+    """Precision and recall of present_in records (name span exact, figure box IoU >= 0.5), one
+    relation question per head entity, as trained."""
+    asked = [(ex, q) for ex in examples for q in rmpl.relation_examples(ex)]
+    outputs = model.run([q for _, q in asked])
+    tp = n_pred = n_gold = 0
+    for (ex, q), out in zip(asked, outputs):
+        gold = S.parse(q.target, ex.words, ex.image.size)
+        gold = [r for r in gold if isinstance(r, S.Relation) and r.label == rmpl.PRESENT_IN]
+        pred = [r for r in S.parse(out, ex.words, ex.image.size)
+                if isinstance(r, S.Relation) and r.label == rmpl.PRESENT_IN]
+        n_gold, n_pred = n_gold + len(gold), n_pred + len(pred)
+        tp += sum(any(p.head == g.head and isinstance(p.tail, S.Box)
+                      and evaluate.iou(astuple(p.tail), astuple(g.tail)) >= 0.5
+                      for p in pred) for g in gold)
+    return {"precision": 100 * tp / max(n_pred, 1), "recall": 100 * tp / max(n_gold, 1)}
+
+
+def link_scores(model: rmpl.RMPL, gold: data.M2E2) -> dict:
+    """The multimedia cells under each link rule, from one extraction."""
+    sentences = list(gold.sentences.values())
+    images = [i for i in gold.images.values() if i.path is not None]
+    text, pics = model._text_events(sentences), model._image_events(images)
+    out = {}
+    for rule in rmpl.LINK_RULES:
+        model.links = rule
+        pred = S.Predictions(text, pics, model._links(sentences, images, text, pics))
+        cells = evaluate.score(gold, pred)
+        out[rule] = {c: {k: cells[c][k] for k in ("p", "r", "f1")} for c in CELLS}
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", nargs="+", required=True, help="train.py run directories")
+    p.add_argument("--data", default="data/toy")
+    p.add_argument("--split", default="dev", choices=("dev", "test"))
+    p.add_argument("--as-relation-model", action="store_true",
+                   help="run the relation task even when the checkpoint's tasks lack it")
+    args = p.parse_args(argv)
+    root = ensure_data(args.data)
+    mnre = data.read_mnre(root / "mnre" / f"{args.split}.txt", root / "mnre" / "images")
+    gold = data.read_m2e2(root / "m2e2" / args.split, images=True)
+    results = {}
+    for ckpt in args.checkpoint:
+        model = rmpl.RMPL.load(ckpt, links="type")
+        if args.as_relation_model and "relation" not in model.tasks:
+            model.tasks += ("relation",)
+        grounds = "relation" in model.tasks
+        res = {"present_in": present_in_scores(model, mnre) if grounds else None,
+               "links": link_scores(model, gold) if grounds else None}
+        results[ckpt] = res
+        print(f"{ckpt} ({args.split}):")
+        if not grounds:
+            print("  not trained on the relation task (see --as-relation-model)")
+            continue
+        pi = res["present_in"]
+        print(f"  MNRE present_in: precision {pi['precision']:.1f} recall {pi['recall']:.1f}")
+        for rule, cells in res["links"].items():
+            print(f"  {rule:8s} links: " + " | ".join(
+                f"{c.replace('_', ' ')} P {v['p']:.1f} R {v['r']:.1f} "
+                f"F1 {v['f1']:.1f}" for c, v in cells.items()))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -389,10 +389,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "<last three parts of the gold directory>.jsonl)")
     p.add_argument("--device", default="auto",
                    help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    p.add_argument("--links", default="grounded",
-                   help="with --checkpoint, how sentence and image events are linked: grounded "
-                        "(same type and the relation task finds the sentence's participants in "
-                        "the image) or type (same type only); default %(default)s")
+    p.add_argument("--links", default="type",
+                   help="with --checkpoint, how sentence and image events are linked: type (same "
+                        "type, same document) or grounded (also asks the relation task whether "
+                        "the sentence event's participants are in the image; needs a model whose "
+                        "last stage trained it); default %(default)s")
     for name, help in SWITCHES.items():
         p.add_argument("--" + name.replace("_", "-"), action="store_true",
                        help=f"relaxation: {help}")

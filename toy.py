@@ -47,8 +47,6 @@ from toy_text import NAME_OF, OTHER_ACE, Builder, Story, headed, sentence
 
 TYPES = list(EVENT_TYPES)
 DEFAULT_DATA = "data/toy"  # train.py's and the benchmarks' default --data
-MNRE_SHOWN = .8         # chance that a name of an MNRE sentence is drawn in its picture
-MNRE_EVENT_SCENES = .3  # chance that an MNRE picture is an event scene (else people standing)
 
 
 @dataclass
@@ -236,9 +234,9 @@ def mnre_example(rng, name: str, img_dir: Path) -> list[dict]:
         spans["W"] = b.put(headed((third,)))[0]
         names.append(third)
     b.lit(".")
-    shown = [n for n in names if rng.random() < MNRE_SHOWN] or names[:1]
+    shown = [n for n in names if rng.random() < .8] or names[:1]
     shirts = [CAST[n] for n in shown]
-    if rng.random() < MNRE_EVENT_SCENES:  # an event scene with the named people in it
+    if rng.random() < .3:  # an event scene with the named people in it
         t_ = rng.choice(TYPES)
         roles = [r for r in IMAGE_ROLES[t_] if r not in NOT_A_PERSON]
         figs = {}

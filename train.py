@@ -331,9 +331,8 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
                     {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
                     [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
     was_training = net.training
-    links = "grounded" if "relation" in tasks else "type"
-    pred = rmpl.RMPL(net, tok, tasks, links=links).predict(list(sub.sentences.values()),
-                                                           list(sub.images.values()))
+    pred = rmpl.RMPL(net, tok, tasks).predict(list(sub.sentences.values()),
+                                              list(sub.images.values()))
     net.train(was_training)
     cells = evaluate.score(sub, pred)
     return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}

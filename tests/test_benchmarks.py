@@ -44,16 +44,20 @@ def test_paired_t_marks_differences_beyond_seed_noise(diffs, beyond):
 
 
 def test_ablation_trains_the_grounding_rows_with_a_matched_budget(tmp_path):
-    """rmpl, its type-only links (no second training) and the matched control, at a few steps."""
+    """The grounded pair (one stage-2 model, two link rules, from rmpl's stage 1) and the matched
+    control, at a few steps."""
     world = toy.generate(tmp_path / "w", seed=0, **TINY)
+    rows = "rmpl,grounded,grounded_type_links,no_relation_matched"
     state = ablation.main(["--data", str(world), "--out", str(tmp_path / "runs"), "--json",
-                           str(tmp_path / "a.json"), "--rows", "rmpl,rmpl_type_links,no_relation_matched",
+                           str(tmp_path / "a.json"), "--rows", rows, "--jobs", "2",
                            "--seeds", "1", "--stage1-steps", "4", "--stage2-steps", "2"])
     s1, s2 = state["budgets"]["matched_steps"]
-    assert 1 <= s1 < 4 and s2 <= 2    # stage 1 gives the relation task's share back
-    assert set(state["results"]) == {"rmpl", "rmpl_type_links", "no_relation_matched"}
+    assert 1 <= s1 < 4 and s2 == 2    # stage 1 gives the relation task's share back; stage 2 has none
+    assert set(state["results"]) == set(rows.split(","))
     runs = tmp_path / "runs"
-    assert not (runs / "rmpl_type_links").exists()   # scored on rmpl's model
+    assert not (runs / "grounded_type_links").exists()   # scored on the grounded row's model
+    grounded = json.loads((runs / "grounded" / "seed0" / "stage2" / "rmpl.json").read_text())
+    assert "relation" in grounded["tasks"]
     info = json.loads((runs / "no_relation_matched" / "seed0" / "stage1" / "rmpl.json").read_text())
     assert info["step"] == s1 and "relation" not in info["tasks"]
 

@@ -517,6 +517,9 @@ def main(argv=None) -> dict:
         since = f" (from step {start})" if start else ""
         print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s{since}: {run}")
     if env.ddp:
+        # rank 0 may still be saving the last checkpoint: a rank that tore its process group down
+        # meanwhile was seen to abort at exit (gloo, "terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
     return record
 

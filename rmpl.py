@@ -359,8 +359,10 @@ class RMPL:
                  for i in in_doc[s.doc_id] if any(e.event_type == t for e in pics[i.id])]
         if self.links == "type":
             return [S.Link(s.id, i.id, t) for s, i, t in pairs]
-        asked = {(s.id, i.id, a.target): (s, i, a.target) for s, i, t in pairs
-                 for e in text[s.id] if e.event_type == t for a in e.arguments}
+        def participants(s, t):  # the argument spans of the sentence's events of type t
+            return [a.target for e in text[s.id] if e.event_type == t for a in e.arguments]
+        asked = {(s.id, i.id, span): (s, i, span) for s, i, t in pairs
+                 for span in participants(s, t)}
         outputs = self.run([relation_query(s.id, s.words, i, span)
                             for s, i, span in asked.values()])
         read = defaultdict(list)  # (sentence, image) -> what the relation task said
@@ -368,8 +370,7 @@ class RMPL:
             read[(s.id, i.id)] += [r for r in S.parse(o, s.words, i.size)
                                    if isinstance(r, S.Relation)]
         return [S.Link(s.id, i.id, t) for s, i, t in pairs
-                if grounded([a.target for e in text[s.id] if e.event_type == t
-                             for a in e.arguments], read[(s.id, i.id)])]
+                if grounded(participants(s, t), read[(s.id, i.id)])]
 
 
 def grounded(participants: list[S.Span], relations: list[S.Relation]) -> bool:

@@ -516,12 +516,16 @@ def main(argv=None) -> dict:
     if start < cfg.max_steps:
         since = f" (from step {start})" if start else ""
         print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s{since}: {run}")
+    teardown_distributed(env)
+    return record
+
+
+def teardown_distributed(env: Dist) -> None:
+    """Rank 0 may still be saving the last checkpoint: a rank that tore its process group down
+    meanwhile was seen to abort at exit (gloo, "terminate called without an active exception")."""
     if env.ddp:
-        # rank 0 may still be saving the last checkpoint: a rank that tore its process group down
-        # meanwhile was seen to abort at exit (gloo, "terminate called without an active exception")
         dist.barrier()
         dist.destroy_process_group()
-    return record
 
 
 def log_step(bar, log, step: int, lr: float, loss, parts: dict, norm, t0: float) -> dict:

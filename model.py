@@ -86,12 +86,25 @@ MODEL_SIZES = {
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple's MPS, then the CPU; any other name is taken as given."""
+    """``auto``: CUDA, then Apple's MPS, then the CPU; any other name is taken as given, if this
+    machine has it (else ValueError, before any work: torch would fail deep inside the first
+    ``.to``)."""
     if name == "auto":
         name = ("cuda" if torch.cuda.is_available()
                 else "mps" if torch.backends.mps.is_available()
                 else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)") from None
+    found = {"cpu": 1, "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+             "mps": int(torch.backends.mps.is_available())}.get(device.type)
+    if found is None:
+        raise ValueError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)")
+    if (device.index or 0) >= found:
+        raise ValueError(f"device {name!r}: this machine's torch {torch.__version__} sees "
+                         f"{found} {device.type} device(s)")
+    return device
 
 
 # ============================================================================= network

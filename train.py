@@ -356,7 +356,10 @@ class Dist:
 def setup_distributed(cfg: TrainConfig) -> Dist:
     """One process per device under torchrun (nccl on CUDA, gloo on CPU); else a plain single
     process."""
-    env = Dist(M.pick_device(cfg.device))
+    try:
+        env = Dist(M.pick_device(cfg.device))
+    except ValueError as e:
+        sys.exit(f"train.py: --device: {e}")
     if int(os.environ.get("RANK", -1)) == -1:
         return env
     dist.init_process_group(backend="nccl" if env.device.type == "cuda" else "gloo")

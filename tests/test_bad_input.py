@@ -12,9 +12,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image as PILImage
 
 import evaluate
+import rmpl
 import toy
 import train
 from data import DataError, read_jmee, read_m2e2, read_mnre, read_swig
@@ -213,6 +215,25 @@ def test_evaluate_bad_gold_exit_2(world, capsys, name, corrupt, message):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert re.search(message, err), err
+
+
+MISSING_DEVICES = ["nonsense", "cpu:1"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:1"])
+
+
+@pytest.mark.parametrize("device", MISSING_DEVICES)
+def test_a_device_this_machine_lacks_is_one_line(world, tmp_path, capsys, device):
+    """Before any work, not torch's assertion deep inside the first ``.to``."""
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--data", str(world), "--out", str(tmp_path / "runs"), "--device", device])
+    assert re.fullmatch(rf"train.py: --device: (unknown )?device '{device}'.*", exit_.value.code)
+    ckpt = tmp_path / "ckpt"  # the device is picked before the checkpoint's weights are read
+    ckpt.mkdir()
+    (ckpt / rmpl.INFO_FILE).write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--checkpoint", str(ckpt), "--data", str(world), "--device", device])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"device '{device}'" in err, err
 
 
 def test_evaluate_gold_image_too_large(world):

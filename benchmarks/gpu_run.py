@@ -1,0 +1,114 @@
+"""The GPU check: the default recipe on CUDA (bf16 autocast), DDP over nccl, throughput beside the CPU's.
+
+    python benchmarks/gpu_run.py --work /tmp/gpu_run --json benchmarks/gpu_run.json
+
+Every part is a subprocess of the product's own commands, run one after another on one machine:
+1. throughput: ``train.py --stage 1`` for --steps steps on ``cuda``, under ``torchrun --standalone
+   --nproc_per_node 1`` on ``cuda`` (nccl), and on ``cpu`` (all cores), each with evaluation only at
+   the end. Steps/s are read from the run's log.jsonl between the first log line (step 50, after
+   start-up and warm-up) and the last (before the final evaluation).
+2. the default run: ``train.py --stage 1``, ``train.py --stage 2`` (default budgets, ``--device auto``,
+   which picks CUDA) and ``evaluate.py`` on the test and dev splits: wall time of each and the six F1
+   cells, to set beside the CPU run's figures in the README.
+
+A part that fails is recorded (exit status, the last lines of its output) and the rest still run.
+
+What this file does not do: change a default, or choose anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(name: str, cmd: list[str], results: dict, timeout: float) -> str | None:
+    """Run one command from the repository root; keep its wall time, status and output's tail in
+    ``results`` (and write them to its file, so a run killed later leaves what it measured).
+    -> the command's standard output, or None if it failed."""
+    print(f"== {name}: {' '.join(cmd)}", flush=True)
+    t = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        rc, stdout, out = r.returncode, r.stdout, r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, stdout, out = "timeout", "", str(e.stdout or "")
+    results[name] = {"rc": rc, "wall_s": round(time.perf_counter() - t, 1), "command": " ".join(cmd[1:])}
+    tail = "\n".join(out.strip().splitlines()[-12:])
+    print(tail, flush=True)
+    if rc != 0:
+        results[name]["tail"] = tail
+    Path(results["json"]).write_text(json.dumps(results, indent=1))
+    return stdout if rc == 0 else None
+
+
+def steps_per_s(log: Path) -> dict:
+    """Steps/s between the first and last log lines of a run (start-up and final evaluation left out)."""
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    lines = [x for x in lines if "elapsed_s" in x]
+    first, last = lines[0], lines[-1]
+    rate = (last["step"] - first["step"]) / (last["elapsed_s"] - first["elapsed_s"])
+    return {"steps_per_s": round(rate, 2), "window": [first["step"], last["step"]], "last_loss": last["loss"]}
+
+
+def throughput_run(name: str, prefix: list[str], device: str, short: list[str], work: Path,
+                   res: dict, timeout: float) -> None:
+    out = work / f"runs_{name}"
+    if run(name, [*prefix, *short, "--device", device, "--out", str(out)], res, timeout) is not None:
+        res[name].update(steps_per_s(out / "stage1" / "log.jsonl"))
+        print(res[name], flush=True)
+
+
+def default_run(py: str, data: str, out: str, max_steps: int, res: dict, timeout: float) -> None:
+    """The README's three commands (device auto), then the dev split too."""
+    budget = ["--max-steps", str(max_steps)] if max_steps else []
+    ok = all(run(f"stage{k}", [py, "train.py", "--stage", str(k), "--data", data, "--out", out, *budget],
+                 res, timeout) is not None for k in (1, 2))
+    for split in ("test", "dev") if ok else ():
+        printed = run(f"evaluate_{split}", [py, "evaluate.py", "--checkpoint", f"{out}/stage2", "--data",
+                                            data, "--split", split, "--json"], res, timeout)
+        if printed:
+            cells = json.loads(printed.strip().splitlines()[-1])
+            res[f"evaluate_{split}"]["f1"] = {c: v["f1"] for c, v in cells.items()
+                                             if isinstance(v, dict) and "f1" in v}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default="out/gpu_run", help="data and runs go here")
+    p.add_argument("--json", default="benchmarks/gpu_run.json")
+    p.add_argument("--steps", type=int, default=200, help="steps of each throughput run")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="steps of each stage of the default run (0: train.py's default budgets)")
+    p.add_argument("--timeout", type=float, default=420, help="seconds allowed to each command")
+    args = p.parse_args(argv)
+    py, work, res = sys.executable, Path(args.work).resolve(), {"json": args.json}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    data = str(work / "toy")
+    import torch  # only for the report: every run is its own process
+    res["env"] = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
+                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                  "cpu_threads": torch.get_num_threads()}
+    run("data", [py, "toy.py", "--out", data], res, args.timeout)
+    short = ["--stage", "1", "--data", data, "--max-steps", str(args.steps), "--eval-every",
+             str(args.steps), "--dev-docs", "0"]
+    throughput = {"cuda": ([py, "train.py"], "cuda"),
+                  "ddp_nccl": ([py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                "1", "train.py"], "cuda"),
+                  "cpu": ([py, "train.py"], "cpu")}
+    for name in ("cuda", "ddp_nccl"):
+        throughput_run(name, *throughput[name], short, work, res, args.timeout)
+    default_run(py, data, str(work / "runs"), args.max_steps, res, args.timeout)
+    throughput_run("cpu", *throughput["cpu"], short, work, res, args.timeout)  # last: the slowest
+    Path(args.json).write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()

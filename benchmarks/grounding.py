@@ -5,6 +5,10 @@
 For each checkpoint, on the MNRE --split (the relation task as trained): precision and recall of
 its '/per/misc/present_in' records (a name and its figure; a box counts at IoU >= 0.5, as in the
 M2E2 scorer), which shows whether stage 2 made the model forget the relation task. On the M2E2
+--split, also how well it tells a name in the picture from a name that is not (``presence_auc``: at the
+first relation of each question whose tail is a box, teacher-forced on the gold target so far, the
+score logit(present_in) - logit(None), and its ROC AUC over present vs absent names: 0.5 is chance,
+1.0 a perfect ranking; greedy decoding's accuracy beside the base rate). On the M2E2
 --split: the multimedia mention and argument cells (precision, recall, F1) with grounded links
 and with type-only links, from one extraction (the links are the only difference).
 --as-relation-model also runs the grounded rule for a checkpoint whose tasks lack the relation
@@ -25,6 +29,8 @@ import data  # noqa: E402
 import evaluate  # noqa: E402
 import rmpl  # noqa: E402
 import schema as S  # noqa: E402
+import tensors  # noqa: E402
+import torch  # noqa: E402
 from toy import ensure_data  # noqa: E402
 
 CELLS = ("multimedia_mention", "multimedia_argument")
@@ -46,6 +52,33 @@ def present_in_scores(model: rmpl.RMPL, examples: list[S.RelationExample]) -> di
                       and evaluate.iou(astuple(p.tail), astuple(g.tail)) >= 0.5
                       for p in pred) for g in gold)
     return {"precision": 100 * tp / max(n_pred, 1), "recall": 100 * tp / max(n_gold, 1)}
+
+
+@torch.no_grad()
+def presence_auc(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
+    """Present vs absent names, teacher-forced (module docstring): AUC, and the accuracy of the
+    greedy choice between the two labels beside the base rate."""
+    present, absent = (model.tok.encode([f"<rel:{label}>"])[0] for label in (rmpl.PRESENT_IN, "None"))
+    asked = []  # (question, position of its first box-tailed relation label, present?)
+    for q in (q for ex in examples for q in rmpl.relation_examples(ex)):
+        at = next((i for i, x in enumerate(q.target) if x.startswith("<rel:")
+                   and q.target[q.target.index(S.TAIL, i) + 1].startswith("<loc_")), None)
+        if at is not None:
+            asked.append((q, at, q.target[at] == f"<rel:{rmpl.PRESENT_IN}>"))
+    cfg, scores, device = model.net.cfg, [], next(model.net.parameters()).device
+    model.net.eval()
+    for i in range(0, len(asked), model.batch_size):
+        part = asked[i:i + model.batch_size]
+        enc = [tensors.encode_example(q, model.tok, cfg.image_size, cfg.max_text_len, cfg.max_target_len,
+                                      model.images) for q, _, _ in part]
+        logits, _ = model.net({k: v.to(device) for k, v in tensors.collate(enc, model.tok.pad_id).items()})
+        scores += [(logits[k, at, present] - logits[k, at, absent]).item() for k, (_, at, _) in enumerate(part)]
+    pos = [s for s, (_, _, yes) in zip(scores, asked) if yes]
+    neg = [s for s, (_, _, yes) in zip(scores, asked) if not yes]
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    return {"auc": sum(pairs) / max(len(pairs), 1), "present": len(pos), "absent": len(neg),
+            "greedy_accuracy": 100 * (sum(s > 0 for s in pos) + sum(s <= 0 for s in neg)) / max(len(asked), 1),
+            "base_rate": 100 * max(len(pos), len(neg)) / max(len(asked), 1)}
 
 
 def link_scores(model: rmpl.RMPL, gold: data.M2E2) -> dict:
@@ -80,6 +113,7 @@ def main(argv=None) -> dict:
             model.tasks += ("relation",)
         grounds = "relation" in model.tasks
         res = {"present_in": present_in_scores(model, mnre) if grounds else None,
+               "presence": presence_auc(model, mnre) if grounds else None,
                "links": link_scores(model, gold) if grounds else None}
         results[ckpt] = res
         print(f"{ckpt} ({args.split}):")
@@ -88,6 +122,9 @@ def main(argv=None) -> dict:
             continue
         pi = res["present_in"]
         print(f"  MNRE present_in: precision {pi['precision']:.1f} recall {pi['recall']:.1f}")
+        pr = res["presence"]
+        print(f"  MNRE present vs absent ({pr['present']} / {pr['absent']} names): AUC {pr['auc']:.3f}, "
+              f"greedy {pr['greedy_accuracy']:.1f}% right (base rate {pr['base_rate']:.1f}%)")
         for rule, cells in res["links"].items():
             print(f"  {rule:8s} links: " + " | ".join(
                 f"{c.replace('_', ' ')} P {v['p']:.1f} R {v['r']:.1f} "

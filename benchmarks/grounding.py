@@ -4,11 +4,11 @@
 
 For each checkpoint, on the MNRE --split (the relation task as trained): precision and recall of
 its '/per/misc/present_in' records (a name and its figure; a box counts at IoU >= 0.5, as in the
-M2E2 scorer), which shows whether stage 2 made the model forget the relation task. On the M2E2
---split, also how well it tells a name in the picture from a name that is not (``presence_auc``: at the
-first relation of each question whose tail is a box, teacher-forced on the gold target so far, the
-score logit(present_in) - logit(None), and its ROC AUC over present vs absent names: 0.5 is chance,
-1.0 a perfect ranking; greedy decoding's accuracy beside the base rate). On the M2E2
+M2E2 scorer), which shows whether stage 2 made the model forget the relation task; and how well it
+tells a name in the picture from a name that is not (``presence_auc``: at the first relation of each
+question whose tail is a box, teacher-forced on the gold target so far, the margin
+logit(present_in) - logit(None), and its ROC AUC over present vs absent names: 0.5 is chance, 1.0 a
+perfect ranking; beside it greedy decoding's accuracy and the base rate). On the M2E2
 --split: the multimedia mention and argument cells (precision, recall, F1) with grounded links
 and with type-only links, from one extraction (the links are the only difference).
 --as-relation-model also runs the grounded rule for a checkpoint whose tasks lack the relation
@@ -54,17 +54,29 @@ def present_in_scores(model: rmpl.RMPL, examples: list[S.RelationExample]) -> di
     return {"precision": 100 * tp / max(n_pred, 1), "recall": 100 * tp / max(n_gold, 1)}
 
 
+def decision_position(target: list[str]) -> int | None:
+    """Where a relation target first says whether its head is in the picture: the label of its
+    first relation whose tail is a box (None: it places the head against no figure)."""
+    for i, token in enumerate(target):
+        if token.startswith("<rel:") and target[target.index(S.TAIL, i) + 1].startswith("<loc_"):
+            return i
+    return None
+
+
+def roc_auc(pos: list[float], neg: list[float]) -> float | None:
+    """The chance that a positive scores above a negative (ties count half); None without both."""
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    return sum(pairs) / len(pairs) if pairs else None
+
+
 @torch.no_grad()
 def presence_auc(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
     """Present vs absent names, teacher-forced (module docstring): AUC, and the accuracy of the
     greedy choice between the two labels beside the base rate."""
     present, absent = (model.tok.encode([f"<rel:{label}>"])[0] for label in (rmpl.PRESENT_IN, "None"))
-    asked = []  # (question, position of its first box-tailed relation label, present?)
-    for q in (q for ex in examples for q in rmpl.relation_examples(ex)):
-        at = next((i for i, x in enumerate(q.target) if x.startswith("<rel:")
-                   and q.target[q.target.index(S.TAIL, i) + 1].startswith("<loc_")), None)
-        if at is not None:
-            asked.append((q, at, q.target[at] == f"<rel:{rmpl.PRESENT_IN}>"))
+    asked = [(q, at, q.target[at] == f"<rel:{rmpl.PRESENT_IN}>")  # (question, where, present?)
+             for ex in examples for q in rmpl.relation_examples(ex)
+             if (at := decision_position(q.target)) is not None]
     cfg, scores, device = model.net.cfg, [], next(model.net.parameters()).device
     model.net.eval()
     for i in range(0, len(asked), model.batch_size):
@@ -75,10 +87,10 @@ def presence_auc(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
         scores += [(logits[k, at, present] - logits[k, at, absent]).item() for k, (_, at, _) in enumerate(part)]
     pos = [s for s, (_, _, yes) in zip(scores, asked) if yes]
     neg = [s for s, (_, _, yes) in zip(scores, asked) if not yes]
-    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
-    return {"auc": sum(pairs) / max(len(pairs), 1), "present": len(pos), "absent": len(neg),
-            "greedy_accuracy": 100 * (sum(s > 0 for s in pos) + sum(s <= 0 for s in neg)) / max(len(asked), 1),
-            "base_rate": 100 * max(len(pos), len(neg)) / max(len(asked), 1)}
+    n = max(len(asked), 1)
+    return {"auc": roc_auc(pos, neg), "present": len(pos), "absent": len(neg),
+            "greedy_accuracy": 100 * (sum(s > 0 for s in pos) + sum(s <= 0 for s in neg)) / n,
+            "base_rate": 100 * max(len(pos), len(neg)) / n}
 
 
 def link_scores(model: rmpl.RMPL, gold: data.M2E2) -> dict:
@@ -123,7 +135,8 @@ def main(argv=None) -> dict:
         pi = res["present_in"]
         print(f"  MNRE present_in: precision {pi['precision']:.1f} recall {pi['recall']:.1f}")
         pr = res["presence"]
-        print(f"  MNRE present vs absent ({pr['present']} / {pr['absent']} names): AUC {pr['auc']:.3f}, "
+        auc = "n/a" if pr["auc"] is None else f"{pr['auc']:.3f}"
+        print(f"  MNRE present vs absent ({pr['present']} / {pr['absent']} names): AUC {auc}, "
               f"greedy {pr['greedy_accuracy']:.1f}% right (base rate {pr['base_rate']:.1f}%)")
         for rule, cells in res["links"].items():
             print(f"  {rule:8s} links: " + " | ".join(

@@ -9,6 +9,7 @@ import toy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import ablation  # noqa: E402
+import grounding  # noqa: E402
 import vision_ceiling  # noqa: E402
 
 TINY = dict(ace_train=12, ace_dev=4, ace_test=4, swig_train=8, swig_dev=4, swig_test=4, mnre_train=6, mnre_dev=2,
@@ -60,6 +61,25 @@ def test_ablation_trains_the_grounding_rows_with_a_matched_budget(tmp_path):
     assert "relation" in grounded["tasks"]
     info = json.loads((runs / "no_relation_matched" / "seed0" / "stage1" / "rmpl.json").read_text())
     assert info["step"] == s1 and "relation" not in info["tasks"]
+    out = grounding.main(["--checkpoint", str(runs / "grounded" / "seed0" / "stage2"), "--data", str(world)])
+    presence = next(iter(out.values()))["presence"]
+    assert presence["present"] + presence["absent"] > 0 and 0 <= presence["greedy_accuracy"] <= 100
+
+
+@pytest.mark.parametrize("pos, neg, auc", [
+    ([2.0, 3.0], [1.0], 1.0), ([1.0], [2.0, 3.0], 0.0), ([1.0, 3.0], [2.0], 0.5), ([1.0], [1.0], 0.5),
+    ([1.0], [], None),
+])
+def test_roc_auc_known_answers(pos, neg, auc):
+    assert grounding.roc_auc(pos, neg) == auc
+
+
+def test_the_presence_decision_is_the_first_box_tailed_relation():
+    text_first = ["<rel:/per/org/member_of>", "<head>", "Hana", "<tail>", "Union",
+                  "<rel:/per/misc/present_in>", "<head>", "Hana", "<tail>", "<loc_3>", "<loc_4>", "<loc_9>", "<loc_9>"]
+    assert grounding.decision_position(text_first) == 5
+    assert grounding.decision_position(["<rel:None>", "<head>", "Ivan", "<tail>", "<loc_1>"] * 2) == 0
+    assert grounding.decision_position(text_first[:5]) is None   # no figure: nothing to decide
 
 
 def test_peers_writes_the_gold_as_predictions_that_score_100(tmp_path, capsys):

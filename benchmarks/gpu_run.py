@@ -11,7 +11,9 @@ Every part is a subprocess of the product's own commands, run one after another 
    which picks CUDA) and ``evaluate.py`` on the test and dev splits: wall time of each and the six F1
    cells, to set beside the CPU run's figures in the README.
 
-A part that fails is recorded (exit status, the last lines of its output) and the rest still run.
+Order: cuda, ddp_nccl, the default run, cpu (the slowest last). Each part's whole output goes to
+WORK/NAME.log; a part that fails is recorded (exit status, the last lines of its output) and the rest
+still run. The CPU's own default-run figures are in the README (same windows of runs/stage1/log.jsonl).
 
 What this file does not do: change a default, or choose anything.
 """
@@ -27,18 +29,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(name: str, cmd: list[str], results: dict, timeout: float) -> str | None:
-    """Run one command from the repository root; keep its wall time, status and output's tail in
-    ``results`` (and write them to its file, so a run killed later leaves what it measured).
-    -> the command's standard output, or None if it failed."""
+def run(name: str, cmd: list[str], results: dict, timeout: float, work: Path) -> str | None:
+    """Run one command from the repository root; its whole output goes to WORK/NAME.log, its wall
+    time, status and output's tail to ``results`` (written to its file at once, so a run killed
+    later leaves what it measured). -> the command's standard output, or None if it failed."""
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     t = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         rc, stdout, out = r.returncode, r.stdout, r.stdout + r.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, stdout, out = "timeout", "", str(e.stdout or "")
-    results[name] = {"rc": rc, "wall_s": round(time.perf_counter() - t, 1), "command": " ".join(cmd[1:])}
+    except subprocess.TimeoutExpired as e:  # its output may come back as bytes even in text mode
+        partial = e.stdout or ""
+        rc, stdout, out = "timeout", "", partial.decode() if isinstance(partial, bytes) else partial
+    (work / f"{name}.log").write_text(out)
+    results[name] = {"rc": rc, "wall_s": round(time.perf_counter() - t, 1), "command": " ".join(cmd[1:]),
+                     "log": str(work / f"{name}.log")}
     tail = "\n".join(out.strip().splitlines()[-12:])
     print(tail, flush=True)
     if rc != 0:
@@ -52,26 +57,27 @@ def steps_per_s(log: Path) -> dict:
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     lines = [x for x in lines if "elapsed_s" in x]
     first, last = lines[0], lines[-1]
-    rate = (last["step"] - first["step"]) / (last["elapsed_s"] - first["elapsed_s"])
-    return {"steps_per_s": round(rate, 2), "window": [first["step"], last["step"]], "last_loss": last["loss"]}
+    seconds = last["elapsed_s"] - first["elapsed_s"]
+    rate = round((last["step"] - first["step"]) / seconds, 2) if seconds > 0 else None  # one log line
+    return {"steps_per_s": rate, "window": [first["step"], last["step"]], "last_loss": last["loss"]}
 
 
 def throughput_run(name: str, prefix: list[str], device: str, short: list[str], work: Path,
                    res: dict, timeout: float) -> None:
     out = work / f"runs_{name}"
-    if run(name, [*prefix, *short, "--device", device, "--out", str(out)], res, timeout) is not None:
+    if run(name, [*prefix, *short, "--device", device, "--out", str(out)], res, timeout, work) is not None:
         res[name].update(steps_per_s(out / "stage1" / "log.jsonl"))
         print(res[name], flush=True)
 
 
-def default_run(py: str, data: str, out: str, max_steps: int, res: dict, timeout: float) -> None:
+def default_run(py: str, data: str, work: Path, max_steps: int, res: dict, timeout: float) -> None:
     """The README's three commands (device auto), then the dev split too."""
-    budget = ["--max-steps", str(max_steps)] if max_steps else []
+    budget, out = (["--max-steps", str(max_steps)] if max_steps else []), str(work / "runs")
     ok = all(run(f"stage{k}", [py, "train.py", "--stage", str(k), "--data", data, "--out", out, *budget],
-                 res, timeout) is not None for k in (1, 2))
+                 res, timeout, work) is not None for k in (1, 2))
     for split in ("test", "dev") if ok else ():
         printed = run(f"evaluate_{split}", [py, "evaluate.py", "--checkpoint", f"{out}/stage2", "--data",
-                                            data, "--split", split, "--json"], res, timeout)
+                                            data, "--split", split, "--json"], res, timeout, work)
         if printed:
             cells = json.loads(printed.strip().splitlines()[-1])
             res[f"evaluate_{split}"]["f1"] = {c: v["f1"] for c, v in cells.items()
@@ -80,7 +86,8 @@ def default_run(py: str, data: str, out: str, max_steps: int, res: dict, timeout
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", default="out/gpu_run", help="data and runs go here")
+    p.add_argument("--work", default="out/gpu_run", help="runs and logs go here")
+    p.add_argument("--data", default="", help="a data directory (default: the toy world, generated in WORK/toy)")
     p.add_argument("--json", default="benchmarks/gpu_run.json")
     p.add_argument("--steps", type=int, default=200, help="steps of each throughput run")
     p.add_argument("--max-steps", type=int, default=0,
@@ -89,12 +96,14 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     py, work, res = sys.executable, Path(args.work).resolve(), {"json": args.json}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    data = str(work / "toy")
+    work.mkdir(parents=True, exist_ok=True)
+    data = args.data or str(work / "toy")
     import torch  # only for the report: every run is its own process
     res["env"] = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
                   "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                   "cpu_threads": torch.get_num_threads()}
-    run("data", [py, "toy.py", "--out", data], res, args.timeout)
+    if not args.data:
+        run("data", [py, "toy.py", "--out", data], res, args.timeout, work)
     short = ["--stage", "1", "--data", data, "--max-steps", str(args.steps), "--eval-every",
              str(args.steps), "--dev-docs", "0"]
     throughput = {"cuda": ([py, "train.py"], "cuda"),
@@ -103,7 +112,7 @@ def main(argv=None) -> dict:
                   "cpu": ([py, "train.py"], "cpu")}
     for name in ("cuda", "ddp_nccl"):
         throughput_run(name, *throughput[name], short, work, res, args.timeout)
-    default_run(py, data, str(work / "runs"), args.max_steps, res, args.timeout)
+    default_run(py, data, work, args.max_steps, res, args.timeout)
     throughput_run("cpu", *throughput["cpu"], short, work, res, args.timeout)  # last: the slowest
     Path(args.json).write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

@@ -9,6 +9,7 @@ import toy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import ablation  # noqa: E402
+import gpu_run  # noqa: E402
 import grounding  # noqa: E402
 import vision_ceiling  # noqa: E402
 
@@ -92,6 +93,20 @@ def test_peers_writes_the_gold_as_predictions_that_score_100(tmp_path, capsys):
     evaluate.main(["--gold", str(gold_dir), "--pred", str(tmp_path / "gold.jsonl"), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert all(result[c]["f1"] == 100.0 for c in evaluate.CELLS if result[c]["gold"])
+
+
+def test_gpu_run_records_a_failed_part_and_runs_the_rest(tmp_path):
+    """On a machine without CUDA the two CUDA parts fail, are recorded, and the default run and the
+    CPU run still happen (2 steps each here)."""
+    world = toy.generate(tmp_path / "w", seed=0, **TINY)
+    res = gpu_run.main(["--work", str(tmp_path / "g"), "--data", str(world), "--json", str(tmp_path / "g.json"),
+                        "--steps", "2", "--max-steps", "2"])
+    assert json.loads((tmp_path / "g.json").read_text()) == res
+    cuda = ["cuda", "ddp_nccl"] if not res["env"]["cuda"] else []
+    assert all(res[k]["rc"] != 0 and "tail" in res[k] for k in cuda)
+    assert all(res[k]["rc"] == 0 for k in ("stage1", "stage2", "evaluate_test", "evaluate_dev", "cpu"))
+    assert set(res["evaluate_test"]["f1"]) == set(ablation.CELLS) and res["cpu"]["window"] == [2, 2]
+    assert Path(res["stage1"]["log"]).read_text().count("stage 1 done") == 1
 
 
 def test_vision_ceiling_trains_for_its_budget_and_scores_dev_and_test(tmp_path):

@@ -24,31 +24,42 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(name: str, cmd: list[str], results: dict, timeout: float, work: Path) -> str | None:
+@dataclass
+class Session:
+    """Where the runs go, how long each may take, and what was measured so far."""
+    work: Path
+    json: Path
+    timeout: float
+    results: dict = field(default_factory=dict)
+
+
+def run(s: Session, name: str, cmd: list[str]) -> str | None:
     """Run one command from the repository root; its whole output goes to WORK/NAME.log, its wall
-    time, status and output's tail to ``results`` (written to its file at once, so a run killed
-    later leaves what it measured). -> the command's standard output, or None if it failed."""
+    time, status and output's tail to the results (written to --json at once, so a run killed later
+    leaves what it measured). -> the command's standard output, or None if it failed."""
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     t = time.perf_counter()
     try:
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=s.timeout)
         rc, stdout, out = r.returncode, r.stdout, r.stdout + r.stderr
     except subprocess.TimeoutExpired as e:  # its output may come back as bytes even in text mode
         partial = e.stdout or ""
         rc, stdout, out = "timeout", "", partial.decode() if isinstance(partial, bytes) else partial
-    (work / f"{name}.log").write_text(out)
-    results[name] = {"rc": rc, "wall_s": round(time.perf_counter() - t, 1), "command": " ".join(cmd[1:]),
-                     "log": str(work / f"{name}.log")}
+    log = s.work / f"{name}.log"
+    log.write_text(out)
+    s.results[name] = {"rc": rc, "wall_s": round(time.perf_counter() - t, 1), "command": " ".join(cmd[1:]),
+                       "log": str(log)}
     tail = "\n".join(out.strip().splitlines()[-12:])
     print(tail, flush=True)
     if rc != 0:
-        results[name]["tail"] = tail
-    Path(results["json"]).write_text(json.dumps(results, indent=1))
+        s.results[name]["tail"] = tail
+    s.json.write_text(json.dumps(s.results, indent=1))
     return stdout if rc == 0 else None
 
 
@@ -62,26 +73,25 @@ def steps_per_s(log: Path) -> dict:
     return {"steps_per_s": rate, "window": [first["step"], last["step"]], "last_loss": last["loss"]}
 
 
-def throughput_run(name: str, prefix: list[str], device: str, short: list[str], work: Path,
-                   res: dict, timeout: float) -> None:
-    out = work / f"runs_{name}"
-    if run(name, [*prefix, *short, "--device", device, "--out", str(out)], res, timeout, work) is not None:
-        res[name].update(steps_per_s(out / "stage1" / "log.jsonl"))
-        print(res[name], flush=True)
+def throughput_run(s: Session, name: str, prefix: list[str], device: str, short: list[str]) -> None:
+    out = s.work / f"runs_{name}"
+    if run(s, name, [*prefix, *short, "--device", device, "--out", str(out)]) is not None:
+        s.results[name].update(steps_per_s(out / "stage1" / "log.jsonl"))
+        print(s.results[name], flush=True)
 
 
-def default_run(py: str, data: str, work: Path, max_steps: int, res: dict, timeout: float) -> None:
+def default_run(s: Session, py: str, data: str, max_steps: int) -> None:
     """The README's three commands (device auto), then the dev split too."""
-    budget, out = (["--max-steps", str(max_steps)] if max_steps else []), str(work / "runs")
-    ok = all(run(f"stage{k}", [py, "train.py", "--stage", str(k), "--data", data, "--out", out, *budget],
-                 res, timeout, work) is not None for k in (1, 2))
+    budget, out = (["--max-steps", str(max_steps)] if max_steps else []), str(s.work / "runs")
+    ok = all(run(s, f"stage{k}", [py, "train.py", "--stage", str(k), "--data", data, "--out", out, *budget])
+             is not None for k in (1, 2))
     for split in ("test", "dev") if ok else ():
-        printed = run(f"evaluate_{split}", [py, "evaluate.py", "--checkpoint", f"{out}/stage2", "--data",
-                                            data, "--split", split, "--json"], res, timeout, work)
+        printed = run(s, f"evaluate_{split}", [py, "evaluate.py", "--checkpoint", f"{out}/stage2", "--data",
+                                               data, "--split", split, "--json"])
         if printed:
             cells = json.loads(printed.strip().splitlines()[-1])
-            res[f"evaluate_{split}"]["f1"] = {c: v["f1"] for c, v in cells.items()
-                                             if isinstance(v, dict) and "f1" in v}
+            s.results[f"evaluate_{split}"]["f1"] = {c: v["f1"] for c, v in cells.items()
+                                                   if isinstance(v, dict) and "f1" in v}
 
 
 def main(argv=None) -> dict:
@@ -94,29 +104,26 @@ def main(argv=None) -> dict:
                    help="steps of each stage of the default run (0: train.py's default budgets)")
     p.add_argument("--timeout", type=float, default=420, help="seconds allowed to each command")
     args = p.parse_args(argv)
-    py, work, res = sys.executable, Path(args.work).resolve(), {"json": args.json}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    data = args.data or str(work / "toy")
+    py, s = sys.executable, Session(Path(args.work).resolve(), Path(args.json), args.timeout)
+    s.json.parent.mkdir(parents=True, exist_ok=True)
+    s.work.mkdir(parents=True, exist_ok=True)
+    data = args.data or str(s.work / "toy")
     import torch  # only for the report: every run is its own process
-    res["env"] = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
-                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                  "cpu_threads": torch.get_num_threads()}
+    s.results["env"] = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
+                        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                        "cpu_threads": torch.get_num_threads()}
     if not args.data:
-        run("data", [py, "toy.py", "--out", data], res, args.timeout, work)
+        run(s, "data", [py, "toy.py", "--out", data])
     short = ["--stage", "1", "--data", data, "--max-steps", str(args.steps), "--eval-every",
              str(args.steps), "--dev-docs", "0"]
-    throughput = {"cuda": ([py, "train.py"], "cuda"),
-                  "ddp_nccl": ([py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                                "1", "train.py"], "cuda"),
-                  "cpu": ([py, "train.py"], "cpu")}
-    for name in ("cuda", "ddp_nccl"):
-        throughput_run(name, *throughput[name], short, work, res, args.timeout)
-    default_run(py, data, work, args.max_steps, res, args.timeout)
-    throughput_run("cpu", *throughput["cpu"], short, work, res, args.timeout)  # last: the slowest
-    Path(args.json).write_text(json.dumps(res, indent=1))
-    print(json.dumps(res, indent=1))
-    return res
+    torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "train.py"]
+    throughput_run(s, "cuda", [py, "train.py"], "cuda", short)
+    throughput_run(s, "ddp_nccl", torchrun, "cuda", short)
+    default_run(s, py, data, args.max_steps)
+    throughput_run(s, "cpu", [py, "train.py"], "cpu", short)  # last: the slowest
+    s.json.write_text(json.dumps(s.results, indent=1))
+    print(json.dumps(s.results, indent=1))
+    return s.results
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def present_in_scores(model: rmpl.RMPL, examples: list[S.RelationExample]) -> di
 def decision_position(target: list[str]) -> int | None:
     """Where a relation target first says whether its head is in the picture: the label of its
     first relation whose tail is a box (None: it places the head against no figure)."""
+    labels, locations = set(S.REL_TOKENS.values()), set(S.LOC_TOKENS)
     for i, token in enumerate(target):
-        if token.startswith("<rel:") and target[target.index(S.TAIL, i) + 1].startswith("<loc_"):
+        if token in labels and target[target.index(S.TAIL, i) + 1] in locations:
             return i
     return None
 
@@ -73,8 +74,9 @@ def roc_auc(pos: list[float], neg: list[float]) -> float | None:
 def presence_auc(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
     """Present vs absent names, teacher-forced (module docstring): AUC, and the accuracy of the
     greedy choice between the two labels beside the base rate."""
-    present, absent = (model.tok.encode([f"<rel:{label}>"])[0] for label in (rmpl.PRESENT_IN, "None"))
-    asked = [(q, at, q.target[at] == f"<rel:{rmpl.PRESENT_IN}>")  # (question, where, present?)
+    yes = S.REL_TOKENS[rmpl.PRESENT_IN]
+    present, absent = (model.tok.encode([token])[0] for token in (yes, S.REL_TOKENS["None"]))
+    asked = [(q, at, q.target[at] == yes)  # (question, where, present?)
              for ex in examples for q in rmpl.relation_examples(ex)
              if (at := decision_position(q.target)) is not None]
     cfg, scores, device = model.net.cfg, [], next(model.net.parameters()).device

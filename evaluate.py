@@ -1,8 +1,8 @@
 r"""Evaluate: score M2E2 predictions under one stated protocol.
 
-The published M2E2 scorers disagree (see the README and docs), so this file
-implements one protocol, ``strict``, and the four relaxations peers use as
-switches that can be turned on one at a time or together:
+The published M2E2 scorers disagree, so this file implements one protocol,
+``strict``, and the four relaxations peers use, as the fields of a ``Protocol``
+value that can be turned on one at a time or together:
 
     keep_events       text scored only on sentences that have a gold event (WASE)
     trigger_start     triggers compared by their first token only (UniCL, CAMEL)
@@ -23,13 +23,13 @@ match / pred / gold counts:
     python evaluate.py --gold ../shared/data/m2e2 --pred predictions.jsonl \
         [--trigger-start ...] [--json]
 
-The filtering switches (keep_events, gold_images_only) change the text and
-image cells only; the key switches (trigger_start, unattached_args) also change
-the text part of the multimedia argument key.
+The filtering relaxations (keep_events, gold_images_only) change the text and
+image cells only; the key relaxations (trigger_start, unattached_args) also
+change the text part of the multimedia argument key.
 
 What this file does not do: read the gold files (``data.read_m2e2``), run a
-model (``rmpl.predict_file`` does; the command line calls it when given no
---pred), or convert peer output formats (tests/test_conformance.py does that).
+model (``python rmpl.py`` extracts, then scores with this file), import torch,
+or convert peer output formats (tests/test_conformance.py does that).
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ import json
 import math
 import sys
 import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from data import M2E2, gc_paused, read_m2e2
@@ -46,6 +47,23 @@ from schema import (EVENT_TYPES, IMAGE_ROLES, ROLES, TEXT_ROLES, Argument, Box, 
 
 CELLS = ("text_mention", "text_argument", "image_mention", "image_argument", "multimedia_mention",
          "multimedia_argument")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What is compared: ``Protocol()`` is the strict protocol; each field turns on one relaxation
+    that published scorers use (module docstring), alone or together."""
+    keep_events: bool = False       # text scored only on sentences that have a gold event (WASE)
+    trigger_start: bool = False     # triggers compared by their first word only (UniCL, CAMEL)
+    gold_images_only: bool = False  # images scored only on those with a gold event (X-MTL)
+    unattached_args: bool = False   # text argument key without the trigger (TextEE, MMUTF)
+
+    def __str__(self) -> str:
+        on = [f.name.replace("_", "-") for f in fields(self) if getattr(self, f.name)]
+        return " + ".join(["strict", *on])
+
+
+STRICT = Protocol()
 
 
 class PredictionError(ValueError):
@@ -220,17 +238,16 @@ def match_boxes(pred: list[tuple], gold: list[tuple]) -> int:
     return len(used_pred)
 
 
-def _tables(sentences: dict, images: dict, links, trigger_start: bool,
-            unattached_args: bool) -> dict:
+def _tables(sentences: dict, images: dict, links, protocol: Protocol) -> dict:
     """One side (gold or pred) as the tuples every cell is computed from. Text keys keep a fixed
-    layout (sid, trigger_start, trigger_end, type, arg_start, arg_end, role); a switch blanks
+    layout (sid, trigger_start, trigger_end, type, arg_start, arg_end, role); a relaxation blanks
     fields with None."""
     mentions, args = set(), set()
     for sid, events in sentences.items():
         for e in events:
-            trigger = (e.trigger.start, None if trigger_start else e.trigger.end)
+            trigger = (e.trigger.start, None if protocol.trigger_start else e.trigger.end)
             mentions.add((sid, *trigger, e.event_type))
-            if unattached_args:
+            if protocol.unattached_args:
                 trigger = (None, None)
             args.update((sid, *trigger, e.event_type, a.target.start, a.target.end, a.role)
                         for a in e.arguments)
@@ -305,37 +322,31 @@ def _score_tables(g: dict, p: dict, sentences: set | None, images: set | None) -
     return {name: _cell(*counts[name]) for name in CELLS}
 
 
-def _prepare(gold: M2E2, pred: Predictions, keep_events: bool, trigger_start: bool,
-             gold_images_only: bool, unattached_args: bool) -> tuple:
+def _prepare(gold: M2E2, pred: Predictions, protocol: Protocol) -> tuple:
     g = _tables({s.id: s.events for s in gold.sentences.values()},
-                {i.id: i.events for i in gold.images.values()},
-                gold.links, trigger_start, unattached_args)
-    p = _tables(pred.sentences, pred.images, pred.links, trigger_start, unattached_args)
-    sentences = {s.id for s in gold.sentences.values() if s.events} if keep_events else None
-    images = {i.id for i in gold.images.values() if i.events} if gold_images_only else None
+                {i.id: i.events for i in gold.images.values()}, gold.links, protocol)
+    p = _tables(pred.sentences, pred.images, pred.links, protocol)
+    sentences = ({s.id for s in gold.sentences.values() if s.events}
+                 if protocol.keep_events else None)
+    images = {i.id for i in gold.images.values() if i.events} if protocol.gold_images_only else None
     return g, p, sentences, images
 
 
-def score(gold: M2E2, pred: Predictions, keep_events: bool = False, trigger_start: bool = False,
-          gold_images_only: bool = False, unattached_args: bool = False) -> dict:
+def score(gold: M2E2, pred: Predictions, protocol: Protocol = STRICT) -> dict:
     """Score predictions against the gold: the six cells, each {p, r, f1, match, pred, gold}
     (percentages to 2 places), "unknown_ids": how many predicted ids the gold does not know, and
     "off_type_roles": how many predicted arguments have a role their event type lacks (both scored
     as false positives)."""
-    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only,
-                                       unattached_args)
+    g, p, sentences, images = _prepare(gold, pred, protocol)
     return {**_score_tables(g, p, sentences, images), "unknown_ids": len(unknown_ids(gold, pred)),
             "off_type_roles": off_type_roles(pred)}
 
 
-def score_by_type(gold: M2E2, pred: Predictions, keep_events: bool = False,
-                  trigger_start: bool = False, gold_images_only: bool = False,
-                  unattached_args: bool = False) -> dict[str, dict]:
+def score_by_type(gold: M2E2, pred: Predictions, protocol: Protocol = STRICT) -> dict[str, dict]:
     """The six cells per event type: each type scored with everything (events, boxes, links) of the
     other types removed from both sides. Text and image cells add up to score(); multimedia cells
     need not (an image linked under two types counts under both)."""
-    g, p, sentences, images = _prepare(gold, pred, keep_events, trigger_start, gold_images_only,
-                                       unattached_args)
+    g, p, sentences, images = _prepare(gold, pred, protocol)
     return {t: _score_tables(_only_type(g, t), _only_type(p, t), sentences, images)
             for t in EVENT_TYPES}
 
@@ -361,7 +372,25 @@ def resolve_gold(data_dir: str | Path, split: str) -> Path:
     return d if (d / "text_only_event.json").exists() else d / "m2e2" / split
 
 
-SWITCHES = {
+def command_line(description: str) -> argparse.ArgumentParser:
+    """The options of every scoring command (this one, and ``python rmpl.py``, which extracts and
+    then scores): where the gold is, the protocol's relaxations, the output form."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--gold",
+                   help="directory of the M2E2 annotation files (default: from --data, --split)")
+    p.add_argument("--data", default="data/toy",
+                   help="an M2E2 directory (with images/) or a data root holding m2e2/SPLIT "
+                        "(default %(default)s)")
+    p.add_argument("--split", default="test", choices=("dev", "test"), help="default %(default)s")
+    for f in fields(Protocol):
+        p.add_argument("--" + f.name.replace("_", "-"), action="store_true",
+                       help=f"relaxation: {RELAXATIONS[f.name]}")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--by-type", action="store_true", help="also score each event type separately")
+    return p
+
+
+RELAXATIONS = {
     "keep_events": "score text only on sentences that have a gold event (WASE)",
     "trigger_start": "compare triggers by their first word only (UniCL, CAMEL)",
     "gold_images_only": "score images only on those with a gold event (X-MTL)",
@@ -369,90 +398,60 @@ SWITCHES = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Score M2E2 predictions under the strict protocol (the README's 'Scoring M2E2 "
-                    "predictions' section). With --pred: score that file. Without: run the trained "
-                    "model of --checkpoint on --data/--split, write its predictions, score them.")
-    p.add_argument("--pred", help="a prediction file to score, JSON Lines (format: README, "
-                                  "'Scoring M2E2 predictions')")
-    p.add_argument("--gold",
-                   help="directory of the M2E2 annotation files (default: from --data, --split)")
-    p.add_argument("--checkpoint", default="runs/stage2",
-                   help="a train.py run directory (default %(default)s)")
-    p.add_argument("--data", default="data/toy",
-                   help="an M2E2 directory (with images/) or a data root holding m2e2/SPLIT "
-                        "(default %(default)s)")
-    p.add_argument("--split", default="test", choices=("dev", "test"), help="default %(default)s")
-    p.add_argument("--pred-out",
-                   help="where the model's predictions go (default: CHECKPOINT/predictions_"
-                        "<last three parts of the gold directory>.jsonl)")
-    p.add_argument("--device", default="auto",
-                   help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    p.add_argument("--links", default="type",
-                   help="with --checkpoint, how sentence and image events are linked: type (same "
-                        "type, same document) or grounded (also asks the relation task whether "
-                        "the sentence event's participants are in the image; needs a model whose "
-                        "last stage trained it); default %(default)s")
-    for name, help in SWITCHES.items():
-        p.add_argument("--" + name.replace("_", "-"), action="store_true",
-                       help=f"relaxation: {help}")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--by-type", action="store_true", help="also score each event type separately")
-    return p.parse_args(argv)
+def gold_dir(args: argparse.Namespace) -> Path:
+    return Path(args.gold) if args.gold else resolve_gold(args.data, args.split)
 
 
-def default_pred_out(checkpoint, gold_dir: Path) -> Path:
-    """CHECKPOINT/predictions_toy_m2e2_test.jsonl for data/toy/m2e2/test: one file per gold
-    directory, so scoring another data root does not overwrite the toy predictions."""
-    return Path(checkpoint) / f"predictions_{'_'.join(gold_dir.resolve().parts[-3:])}.jsonl"
-
-
-def read_or_predict(args, gold_dir: Path) -> tuple[M2E2, Predictions]:
-    """The gold and the predictions: read from --pred, or made by the --checkpoint model
-    (rmpl.py)."""
-    if args.pred:
-        if not Path(args.pred).is_file():
-            raise ValueError(f"--pred {args.pred}: no such file")
-        gold = read_m2e2(gold_dir)
-        return gold, load_predictions(args.pred, gold)
-    import rmpl  # running a model is rmpl.py's job; the scorer itself never loads torch
-    if not Path(args.checkpoint, rmpl.INFO_FILE).exists():
-        raise ValueError(f"{args.checkpoint}: no trained model here (run `python train.py "
-                         f"--stage 1` and `--stage 2` first, or pass --checkpoint DIR or "
-                         f"--pred FILE)")
-
-    gold = read_m2e2(gold_dir, images=True)
-    out = Path(args.pred_out) if args.pred_out else default_pred_out(args.checkpoint, gold_dir)
-    pred = rmpl.predict_file(args.checkpoint, gold, out, args.device, args.links)
-    print(f"predictions: {out}", file=sys.stderr)
-    return gold, pred
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    gold_dir = Path(args.gold) if args.gold else resolve_gold(args.data, args.split)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            gold, pred = read_or_predict(args, gold_dir)
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-    except (OSError, ValueError) as e:  # PredictionError, DataError, CheckpointError, missing file
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    switches = {name: getattr(args, name) for name in SWITCHES}
-    result = score(gold, pred, **switches)
+def report(gold: M2E2, pred: Predictions, args: argparse.Namespace) -> None:
+    """Score under the protocol the command line asks for and print the table (or --json)."""
+    protocol = Protocol(**{f.name: getattr(args, f.name) for f in fields(Protocol)})
+    result = score(gold, pred, protocol)
     if args.by_type:
-        result["by_type"] = score_by_type(gold, pred, **switches)
+        result["by_type"] = score_by_type(gold, pred, protocol)
     if args.json:
         print(json.dumps(result))
         return
-    on = [name.replace("_", "-") for name, value in switches.items() if value]
-    print("protocol: " + " + ".join(["strict", *on]) + f"  ({gold_dir})")
+    print(f"protocol: {protocol}  ({gold_dir(args)})")
     print(format_table(result))
     for t, cells in result.get("by_type", {}).items():
         print("\n" + format_table(cells, t))
+
+
+def warnings_to_stderr(read):
+    """Run ``read()``; print the warnings it raised as ``warning: ...`` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = read()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return out
+
+
+def fail(message) -> None:
+    """A bad input ends the command with one line and status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = command_line("Score an M2E2 prediction file under the strict protocol or its "
+                     "relaxations. (To run a trained model and score it: python rmpl.py.)")
+    p.add_argument("--pred", required=True,
+                   help="the prediction file to score, JSON Lines (one line per sentence, image "
+                        "or multimedia link; format: load_predictions)")
+    args = p.parse_args(argv)
+
+    def read() -> tuple[M2E2, Predictions]:
+        if not Path(args.pred).is_file():
+            raise ValueError(f"--pred {args.pred}: no such file")
+        gold = read_m2e2(gold_dir(args))
+        return gold, load_predictions(args.pred, gold)
+
+    try:
+        gold, pred = warnings_to_stderr(read)
+    except (OSError, ValueError) as e:  # PredictionError, DataError, a missing file
+        fail(e)
+    report(gold, pred, args)
 
 
 if __name__ == "__main__":

@@ -15,31 +15,23 @@
 * Attention is ``F.scaled_dot_product_attention`` with boolean masks (True = may attend). No query
   row is ever fully masked: ``encode`` refuses an example with neither prompt tokens nor an image,
   and a decoder position always sees itself.
-* Weights are safetensors files that carry their ``ModelConfig`` (and ``schema.SCHEMA_VERSION``)
-  as JSON metadata, so ``load_model(path)`` rebuilds the model from its own file; an adapter file
-  (LoRA, lora.py) carries its LoRA config and the hash of the base it belongs to. Writes are atomic.
+* ``ModelConfig`` holds every field that fixes a tensor shape or the meaning of an id; run.py saves
+  it inside every weights file, so a network rebuilds from its own file.
 
 What this file does not do: tokenisation and image loading (tensors.py), LoRA layers (lora.py),
-prompts, task mixing and loss weights (rmpl.py), optimisers and training loops (train.py), reading
-records out of ids (schema.parse).
+prompts, task mixing and loss weights (tasks.py), weights files (run.py), optimisers and training
+loops (train.py), reading records out of ids (schema.parse).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save
 
-import schema
-from lora import add_lora, lora_layers, lora_state_dict, remove_lora
+import tensors
 
 
 @dataclass
@@ -47,26 +39,23 @@ class ModelConfig:
     """Every field fixes a tensor shape or the meaning of an id;
     all of them are saved with each checkpoint."""
     vocab_size: int           # from the tokenizer (sentencepiece pieces + schema.SPECIAL_TOKENS)
-    pad_id: int = 0           # pad/bos/eos must match the tokenizer (tensors.py)
-    bos_id: int = 1
-    eos_id: int = 2
+    pad_id: int = tensors.PAD_ID  # the tokenizer's fixed ids (tensors.Tokenizer)
+    bos_id: int = tensors.BOS_ID
+    eos_id: int = tensors.EOS_ID
     d_model: int = 256        # encoder and decoder width
     n_heads: int = 4
     enc_layers: int = 3
     dec_layers: int = 3
     mlp_ratio: int = 4        # MLP hidden width = mlp_ratio * width
-    dropout: float = 0.0      # off: at the toy budgets it slowed learning more than it regularised
+    dropout: float = 0.0      # off by default (experiments/vision.md, "earlier choices")
     max_text_len: int = 128   # prompt positions (learned)
     max_target_len: int = 64  # decoder positions, bos included: at most this many generated tokens
     image_size: int = 64      # S: tensors.py letterboxes every image onto an S x S canvas
     patch_size: int = 8       # (S / P)^2 patch tokens per image
     vision_width: int = 192
-    vision_heads: int = 3
-    vision_layers: int = 0    # transformer blocks on the stem's tokens (the encoder mixes them)
 
     def __post_init__(self):
         for what, a, b in [("d_model", self.d_model, self.n_heads),
-                           ("vision_width", self.vision_width, self.vision_heads),
                            ("image_size", self.image_size, self.patch_size)]:
             if a % b:
                 raise ValueError(f"ModelConfig: {what}={a} is not divisible by {b}")
@@ -78,9 +67,9 @@ class ModelConfig:
 # Named sizes for train.py --model-size (fields of ModelConfig that differ from its defaults).
 MODEL_SIZES = {
     "tiny": dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2,
-                 vision_width=128, vision_heads=4),
+                 vision_width=128),
     "small": dict(d_model=192, n_heads=4, enc_layers=2, dec_layers=2,
-                  vision_width=128, vision_heads=4),
+                  vision_width=128),
     "base": dict(),
 }
 
@@ -188,8 +177,8 @@ class ConvBlock(nn.Sequential):
 
     BatchNorm's statistics are those of the batch's images only: Seq2Seq.encode runs the tower on
     the examples that have an image (train.example_losses forwards them as their own sub-batch), and
-    under DDP each process's images (README, "Multi-process"). GroupNorm, which has no batch
-    statistics, learned far more slowly here (benchmarks/vision_experiments.md)."""
+    under DDP each process's images. GroupNorm, which has no batch statistics, learned far more
+    slowly (experiments/vision.md)."""
 
     def __init__(self, a: int, b: int, pool: bool):
         layers = []
@@ -199,16 +188,15 @@ class ConvBlock(nn.Sequential):
 
 
 class VisionTower(nn.Module):
-    """A convolutional network whose last feature map becomes the patch tokens, then
-    ``vision_layers`` pre-norm transformer blocks (none by default), projected to d_model.
+    """A convolutional network whose last feature map becomes the patch tokens, projected to
+    d_model (the encoder mixes them with the text).
 
     The stem is a plain VGG-style classifier cut before its pooling: log2(P) blocks of two 3x3
     convolutions + BatchNorm + ReLU, each halving the map, widths doubling up to vision_width,
     and one block at the final (S/P x S/P) resolution. Trained from scratch on about a thousand
-    small pictures, such a classifier recognises the toy compositions where a ViT with a light conv
-    stem did not (benchmarks/vision_ceiling.py, benchmarks/vision_experiments.md). Each cell of the
-    final map sees a P x P patch and its surround, and stays one token, so boxes can still be read
-    from token positions.
+    small pictures, such a network learns the toy compositions; a ViT with a light conv stem did
+    not (experiments/vision.md). Each cell of the final map sees a P x P patch and its surround,
+    and stays one token, so boxes can still be read from token positions.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -219,17 +207,12 @@ class VisionTower(nn.Module):
                                     for i, (a, b) in enumerate(zip([3] + widths, widths))))
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
         self.pos = nn.Parameter(torch.randn(1, n_patches, cfg.vision_width) * 0.02)
-        self.blocks = nn.ModuleList(
-            Block(cfg.vision_width, cfg.vision_heads, cfg.mlp_ratio, cfg.dropout)
-            for _ in range(cfg.vision_layers))
         self.ln, self.proj = (nn.LayerNorm(cfg.vision_width),
                               nn.Linear(cfg.vision_width, cfg.d_model))
 
     def forward(self, images):
         x = self.stem(images)                        # (B, W, S/P, S/P)
         x = x.flatten(2).transpose(1, 2) + self.pos  # (B, N, W), cells in row-major order
-        for block in self.blocks:
-            x = block(x)
         return self.proj(self.ln(x))                 # (B, N, d_model)
 
 
@@ -374,142 +357,3 @@ class Seq2Seq(nn.Module):
                 break
         rows = [row[1:] for row in out.tolist()]
         return [row[:row.index(cfg.eos_id)] if cfg.eos_id in row else row for row in rows]
-
-
-# ============================================================================= checkpoints
-class CheckpointError(ValueError):
-    """A checkpoint or adapter file that does not fit:
-    wrong kind, missing/unexpected keys, other base."""
-
-
-def write_atomic(path, data: bytes) -> None:
-    """Write a temp file in the same directory, fsync, rename, fsync the directory: a crash (or a
-    power cut) leaves the old file or the new one, never a torn one. A killed writer may leave a
-    ``.tmp-*`` file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    fsync_dir(folder)  # the rename itself is durable only once the directory is synced
-
-
-def fsync_dir(folder) -> None:
-    """Make the renames and deletions in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_metadata(path, kind: str) -> dict[str, str]:
-    with safe_open(os.fspath(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != kind:
-        raise CheckpointError(f"{path}: not an {kind} file "
-                              f"(metadata format={meta.get('format')!r})")
-    if meta.get("schema_version") != schema.SCHEMA_VERSION:
-        raise CheckpointError(f"{path}: written for schema version "
-                              f"{meta.get('schema_version')!r}, this code has "
-                              f"{schema.SCHEMA_VERSION!r} (the token ids would mean other things)")
-    return meta
-
-
-def _base_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The base weights, contiguous: no LoRA tensors, no tied head
-    (safetensors refuses shared memory)."""
-    return {k: v.detach().contiguous() for k, v in model.state_dict().items()
-            if "lora_" not in k and k != "head.weight"}
-
-
-def _check_keys(path, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    shapes = [f"{k}: file {tuple(got[k].shape)}, model {tuple(expected[k].shape)}"
-              for k in sorted(set(got) & set(expected)) if got[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"{path}: missing keys {missing}; unexpected keys {unexpected}; "
-                              f"wrong shapes {shapes}")
-
-
-def weights_hash(model: nn.Module) -> str:
-    """A short sha256 of the base weights (names and bytes):
-    ties an adapter to the base it was trained on."""
-    h = hashlib.sha256()
-    for k, v in sorted(_base_state(model).items()):
-        h.update(k.encode())
-        h.update(v.cpu().flatten().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def save_model(model: Seq2Seq, path) -> None:
-    """Save the base weights and the config.
-
-    LoRA layers must be merged (their update is then in the weights).
-    """
-    if any(not m.merged for m in lora_layers(model).values()):
-        raise CheckpointError(f"{path}: the model has unmerged LoRA layers; "
-                              f"merge_lora(model) bakes them into the base weights, "
-                              f"save_adapter(...) saves them apart")
-    meta = {"format": "rmpl-mini/model", "schema_version": schema.SCHEMA_VERSION,
-            "config": json.dumps(asdict(model.cfg))}
-    write_atomic(path, save({k: v.cpu() for k, v in _base_state(model).items()}, metadata=meta))
-
-
-def load_model(path, device="cpu") -> Seq2Seq:
-    """Rebuild a Seq2Seq from the file's own config and load its weights;
-    refuses missing/unexpected keys."""
-    cfg = ModelConfig(**json.loads(_read_metadata(path, "rmpl-mini/model")["config"]))
-    model = Seq2Seq(cfg).to(device)
-    state = load_file(os.fspath(path), device=str(device))
-    _check_keys(path, _base_state(model), state)
-    # strict would ask for head.weight, which is tok_emb.weight
-    model.load_state_dict(state, strict=False)
-    return model
-
-
-def save_adapter(model: nn.Module, path, base_ref: str) -> None:
-    """Save only the LoRA tensors, their config, and the base they belong to
-    (``base_ref`` + weights hash)."""
-    layers = lora_layers(model)
-    if not layers:
-        raise CheckpointError(f"{path}: the model has no LoRA layers to save")
-    # merged weights are not the base any more: the hash would lie
-    if any(m.merged for m in layers.values()):
-        raise CheckpointError(f"{path}: unmerge_lora(model) before save_adapter")
-    first = next(iter(layers.values()))
-    lora_config = {"r": first.r, "lora_alpha": first.lora_alpha,
-                   "lora_dropout": first.lora_dropout.p,
-                   "targets": sorted(layers)}  # full module names: load_adapter wraps exactly these
-    meta = {"format": "rmpl-mini/adapter", "schema_version": schema.SCHEMA_VERSION,
-            "base_ref": base_ref, "base_hash": weights_hash(model),
-            "lora_config": json.dumps(lora_config)}
-    write_atomic(path, save({k: v.cpu().contiguous() for k, v in lora_state_dict(model).items()},
-                            metadata=meta))
-
-
-def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
-    """Add LoRA layers to a plain model as the file says, and load them. Refuses an adapter
-    trained on other base weights unless ``check_base=False``. Returns the model."""
-    meta = _read_metadata(path, "rmpl-mini/adapter")
-    if check_base and weights_hash(model) != meta["base_hash"]:
-        raise CheckpointError(f"{path}: adapter was trained on base {meta['base_ref']!r} "
-                              f"(weights hash {meta['base_hash']}), "
-                              f"this model's weights hash to {weights_hash(model)}; "
-                              f"pass check_base=False to load it anyway")
-    c = json.loads(meta["lora_config"])
-    add_lora(model, c["targets"], c["r"], c["lora_alpha"], c["lora_dropout"])
-    try:
-        state = load_file(os.fspath(path), device=str(next(model.parameters()).device))
-        _check_keys(path, lora_state_dict(model), state)
-    except BaseException:  # leave the model as it came
-        remove_lora(model)
-        raise
-    model.load_state_dict(state, strict=False)
-    return model

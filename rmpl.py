@@ -1,52 +1,32 @@
-"""RMPL, the method in one file: the two stages, the relation-aware multi-task loss, the extractor.
+"""The extractor: a trained run reads M2E2 documents and writes predictions.
 
-Stage 1 (unified multi-task learning). Three heterogeneous sources, one target language (schema.py):
+``RMPL.load(run)`` opens what train.py wrote (run.RunDir); ``predict`` runs the stage's tasks
+(tasks.py) over sentences and images, in three passes:
 
-    text_event   ACE sentence            -> all its events, triggers and argument spans
-    image_event  SWiG image              -> its event and argument boxes (or nothing)
-    relation     MNRE sentence + image   -> one named entity's relations, to spans or boxes
+    1. event mentions   text_mention per sentence, image_mention per image          (EMI)
+    2. arguments        text_argument / image_argument per predicted event          (ARE)
+    3. multimedia links a sentence event and an image event of one document and one type
 
-Stage 2 (progressive fine-tuning). The same text and image sources recast as the two subtasks of
-MEE, mixed in every batch (``--tasks ...,relation`` keeps the relation task, which grounded links
-need: without it stage 2 forgets it; README, "Grounded links"):
+A stage-1 checkpoint extracts in one pass (text_event, image_event). Decoding is greedy and
+constrained: the decoder may only write schema tokens and pieces of its own prompt.
 
-    text_mention    sentence                         -> event types and triggers       (EMI)
-    image_mention   image                            -> event type                     (EMI)
-    text_argument   sentence + one event (type, trig) -> that event with its arguments  (ARE)
-    image_argument  image + one event type           -> that event with argument boxes (ARE)
+Links: a sentence event and an image event of the same document and the same predicted type are a
+candidate. ``links="type"`` (the default, chosen on dev) links every candidate. ``links="grounded"``
+asks the relation task about each participant of the sentence's event in the image, and links the
+candidate unless it places participants against the image's figures and finds none of them there
+(``grounded``): same type with other people is then no link, which the type alone cannot tell; it
+needs a model whose last stage trained the relation task. No decision here is tuned on any split.
 
-The relation-aware multi-task loss. A batch holds examples b of tasks t(b) with target tokens
-y_b (eos included, padding excluded). Per task present in the batch,
+``python rmpl.py`` runs the model of runs/stage2 over the toy test split, writes its predictions
+(JSON Lines, the format evaluate.load_predictions reads) and prints their score.
 
-    L_t = (1 / N_t) * sum_{b: t(b) = t} sum_i  -log p(y_b,i | y_b,<i, x_b)
-    L   = sum_t lambda_t * L_t / sum_t lambda_t    (over tasks in the batch)
-    N_t = target tokens of task t
-
-so a task's weight does not depend on how long its targets are, and lambda_t (TASK_WEIGHTS, default
-1) sets its share. Examples are drawn task first, p_t proportional to n_t ** alpha with n_t the
-task's number of examples (ALPHA = 0.5, size-tempered: the small relation source is not drowned by
-the large ones, nor repeated until it is memorised). It is "relation-aware" because the relation
-task shares the decoder, the span/box vocabulary and the argument slots with the event tasks: an
-argument is a typed relation between an event and an entity, and MNRE teaches entity-to-entity
-relations grounded in both modalities.
-
-Extraction on M2E2 (``RMPL.extract``): event mention identification per sentence and per image,
-argument extraction per predicted event, then multimedia links. A stage-1 checkpoint extracts in one
-pass (text_event, image_event). Links: a sentence event and an image event of the same document and
-the same predicted type are a candidate. ``links="type"`` (the default, chosen on dev) links every
-candidate. ``links="grounded"`` asks the relation task about each participant of the sentence's
-event in the image, and links the candidate unless it places participants against the image's
-figures and finds none of them there (``grounded``): same type with other people is then no link,
-which the type alone cannot tell; it needs a model whose last stage trained the relation task, and
-at this budget that task does not learn who is absent (README, "Grounded links"). No decision here
-is tuned on any split.
-
-What this file does not do: read files (data.py), define the network (model.py), run the optimiser
-(train.py), score (evaluate.py).
+What this file does not do: build training examples or the loss (tasks.py), define the network
+(model.py), read run files (run.py), score (evaluate.py).
 """
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -54,165 +34,15 @@ from pathlib import Path
 import torch
 
 import data
-import lora
+import evaluate
 import model as M
 import schema as S
 import tensors
+from run import RunDir
+from tasks import STAGE_TASKS, Example, argument_prompt, image_example, relation_query, text_prompt
 
-STAGE_TASKS = {
-    1: ("text_event", "image_event", "relation"),
-    2: ("text_mention", "image_mention", "text_argument", "image_argument"),
-}
-ALPHA = 0.5                                   # task sampling: p_t ~ n_t ** ALPHA
-TASK_WEIGHTS = {t: 1.0 for t in S.TASKS}      # lambda_t in the loss
 LINK_RULES = ("grounded", "type")             # RMPL(links=...): see RMPL._links and grounded()
 PRESENT_IN = "/per/misc/present_in"           # MNRE's label for "this name is that figure"
-
-# The run directory {out}/stage{k}/ that train.py writes and RMPL.load reads, file by file.
-MODEL_FILE = "model.safetensors"      # base weights with their ModelConfig (model.save_model)
-ADAPTER_FILE = "adapter.safetensors"  # LoRA tensors, when the stage trained LoRA
-                                      # (model.save_adapter)
-TOKENIZER_FILE = "tokenizer.model"    # the sentencepiece model (tensors.Tokenizer)
-INFO_FILE = "rmpl.json"               # stage, tasks, step and the TrainConfig of the checkpoint
-
-
-# ============================================================================= records -> examples
-def _text_prompt(task: str, words, extra=()) -> list[str]:
-    return [S.TASK_TOKENS[task], *extra, S.SEP, *words]
-
-
-def _image_example(task, img: S.Image, target, extra=()) -> tensors.Example:
-    return tensors.Example(task, [S.TASK_TOKENS[task], *extra], target, image=img.path,
-                           size=img.size, meta={"id": img.id})
-
-
-def text_examples(task: str, sent: S.Sentence) -> list[tensors.Example]:
-    """The examples one sentence gives to a text task (text_event, text_mention, text_argument)."""
-    w = sent.words
-
-    def example(prompt, target):
-        return tensors.Example(task, prompt, target,
-                               meta={"id": sent.id})  # the id names it in errors
-
-    if task == "text_event":
-        return [example(_text_prompt(task, w), S.linearise(sent.events, w))]
-    if task == "text_mention":
-        return [example(_text_prompt(task, w),
-                        S.linearise([S.TextEvent(e.event_type, e.trigger)
-                                     for e in sent.events], w))]
-    if task == "text_argument":
-        return [example(argument_prompt(e, w), S.linearise([e], w)) for e in sent.events]
-    raise ValueError(f"{task} is not a text task")
-
-
-def argument_prompt(event: S.TextEvent, words) -> list[str]:
-    return _text_prompt("text_argument", words,
-                        S.linearise([S.TextEvent(event.event_type, event.trigger)], words))
-
-
-def image_examples(task: str, img: S.Image) -> list[tensors.Example]:
-    """The examples one image gives to an image task (image_event, image_mention,
-    image_argument)."""
-    if task == "image_event":
-        return [_image_example(task, img, S.linearise(img.events, size=img.size))]
-    if task == "image_mention":
-        return [_image_example(task, img, [S.TYPE_TOKENS[e.event_type] for e in img.events])]
-    if task == "image_argument":
-        return [_image_example(task, img, S.linearise([e], size=img.size),
-                               [S.TYPE_TOKENS[e.event_type]])
-                for e in img.events]
-    raise ValueError(f"{task} is not an image task")
-
-
-def relation_examples(ex: S.RelationExample) -> list[tensors.Example]:
-    """The examples one MNRE sentence gives (with its image when it has one): one per head entity,
-    asking for that entity's relations, as each MNRE line names its entity pair. The target holds
-    them in reading order (tail spans before boxes, relations before "None", then left to right),
-    so the first thing said about a figure is whether the entity is in the picture."""
-    img = ex.image
-    by_head: dict = {}
-    for rel in sorted(ex.relations, key=_reading_order):
-        by_head.setdefault(rel.head, []).append(rel)
-    return [relation_query(ex.id, ex.words, img, head,
-                           S.linearise(rels, ex.words, img.size if img else None))
-            for head, rels in by_head.items()]
-
-
-def relation_query(id_, words, img: S.Image | None, head: S.Span | S.Box,
-                   target=()) -> tensors.Example:
-    """The relation task's question: what relates ``head`` (an entity of the sentence, or a box of
-    the image) to the rest of the sentence and to the image's figures?"""
-    size = img.size if img else None
-    head_tokens = (S.span_to_tokens(head, words) if isinstance(head, S.Span)
-                   else S.box_to_tokens(head, size))
-    return tensors.Example("relation", _text_prompt("relation", words, [S.HEAD, *head_tokens]),
-                           list(target), image=img.path if img else None, size=size,
-                           meta={"id": id_})
-
-
-def _reading_order(rel: S.Relation) -> tuple:
-    def where(x):
-        return (0, x.start, x.end) if isinstance(x, S.Span) else (1, x.x1, x.y1, x.x2, x.y2)
-    tail = where(rel.tail)
-    return where(rel.head), tail[0], rel.label == "None", tail
-
-
-def build_tasks(tasks, sentences, images, relations) -> dict[str, list[tensors.Example]]:
-    """Cast the sources of one split into the examples of each of ``tasks`` (e.g. STAGE_TASKS[1]).
-
-    A record the schema cannot write (a span past the MAX_OCC-th occurrence of its words) is
-    skipped, counted, and reported in one warning per task."""
-    out = {}
-    for task in tasks:
-        if task == "relation":
-            records, make = relations, relation_examples
-        elif task.startswith("text"):
-            records, make = sentences, lambda s: text_examples(task, s)
-        else:
-            records, make = images, lambda i: image_examples(task, i)
-        out[task], skipped = [], []
-        for rec in records:
-            try:
-                out[task] += make(rec)
-            except ValueError as e:
-                skipped.append(f"{rec.id}: {e}")
-        if skipped:
-            warnings.warn(f"{task}: skipped {len(skipped)} records the schema cannot write, "
-                          f"e.g. {skipped[0]}")
-    return {t: exs for t, exs in out.items() if exs}
-
-
-def task_sampling_weights(tasks: dict[str, list]) -> dict[str, float]:
-    return tensors.tempered_weights({t: len(exs) for t, exs in tasks.items()}, ALPHA)
-
-
-# ============================================================================= the loss
-def multitask_loss(ce_sum: torch.Tensor, n_tokens: torch.Tensor, task_ids: torch.Tensor,
-                   weights=TASK_WEIGHTS, all_reduce=None,
-                   world_size: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
-    """The formula of the module docstring. ``ce_sum`` (B,) each example's token cross-entropy
-    summed over its target tokens, ``n_tokens`` (B,) its target tokens, ``task_ids`` (B,) indices
-    into schema.TASKS. Returns the loss and each task's L_t (for logs).
-
-    As a sum over examples: L = sum_b ce_sum_b * w_t(b), with w_t = lambda_t / sum(lambda) / N_t.
-    Under DDP (``all_reduce`` = torch.distributed.all_reduce, ``world_size`` processes) the token
-    counts N_t and the CE sums are those of the global batch, and the loss returned is this
-    process's part of the global loss times ``world_size``: DDP averages the processes' gradients,
-    and the average of these parts' gradients is the gradient of the global loss. (An average of
-    per-process losses would not be: each process would weigh its own few tokens of a task like
-    another's many.)
-    """
-    stats = ce_sum.new_zeros(2, len(S.TASKS))  # (token count, CE sum) per task
-    stats[0].index_add_(0, task_ids, n_tokens.to(stats.dtype))
-    stats[1].index_add_(0, task_ids, ce_sum.detach())
-    if all_reduce is not None:
-        all_reduce(stats)
-    count, ce = stats
-    # tasks present in the batch
-    lam = ce_sum.new_tensor([weights[t] for t in S.TASKS]) * (count > 0)
-    token_weight = lam / lam.sum().clamp(min=1e-12) / count.clamp(min=1)  # (T,) w_t
-    loss = (ce_sum * token_weight[task_ids]).sum() * world_size
-    return loss, {t: (ce[k] / count[k]).item() for k, t in enumerate(S.TASKS) if count[k] > 0}
 
 
 # ============================================================================= extraction
@@ -250,17 +80,13 @@ class RMPL:
 
     @classmethod
     def load(cls, checkpoint, device="cpu", **kw) -> "RMPL":
-        """A run directory train.py wrote: MODEL_FILE, TOKENIZER_FILE, INFO_FILE, maybe
-        ADAPTER_FILE."""
-        d = Path(checkpoint)
-        net = M.load_model(d / MODEL_FILE, device)
-        if (d / ADAPTER_FILE).exists():
-            M.load_adapter(net, d / ADAPTER_FILE)
-            lora.merge_lora(net)  # explicit: inference runs on merged weights
-        info = json.loads((d / INFO_FILE).read_text())
-        return cls(net, tensors.Tokenizer.load(d / TOKENIZER_FILE), info["tasks"], **kw)
+        """A run directory train.py wrote; an adapter is merged into the weights (explicitly:
+        inference runs on plain weights)."""
+        run = RunDir(checkpoint)
+        return cls(run.open_network(device, lora="merged"), run.tokenizer(), run.info()["tasks"],
+                   **kw)
 
-    def run(self, examples: list[tensors.Example]) -> list[list[str]]:
+    def run(self, examples: list[Example]) -> list[list[str]]:
         """Greedy-decode every example (in batches) -> its output tokens. Prompts longer than the
         model's max_text_len are cut (nothing past the cut can be extracted): one warning says how
         many."""
@@ -268,8 +94,9 @@ class RMPL:
         device = next(self.net.parameters()).device
         for i in range(0, len(examples), self.batch_size):
             enc = [tensors.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len,
-                                          cfg.max_target_len, self.images, counts=cut)
+                                          cfg.max_target_len, self.images)
                    for e in examples[i:i + self.batch_size]]
+            cut += tensors.cuts(enc)
             batch = {k: v.to(device) for k, v in tensors.collate(enc, self.tok.pad_id).items()}
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 ids = self.net.generate(batch, cfg.max_target_len,
@@ -310,7 +137,7 @@ class RMPL:
     def _text_events(self, sentences) -> dict[str, list[S.TextEvent]]:
         one_pass = "text_mention" not in self.tasks
         task = "text_event" if one_pass else "text_mention"
-        outputs = self.run([tensors.Example(task, _text_prompt(task, s.words), [])
+        outputs = self.run([Example(task, text_prompt(task, s.words), [])
                             for s in sentences])
         found = {s.id: [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent)]
                  for s, o in zip(sentences, outputs)}
@@ -318,7 +145,7 @@ class RMPL:
             return found
         # ARE: one prompt per predicted event
         todo = [(s, e) for s in sentences for e in found[s.id]]
-        outputs = self.run([tensors.Example("text_argument", argument_prompt(e, s.words), [])
+        outputs = self.run([Example("text_argument", argument_prompt(e, s.words), [])
                             for s, e in todo])
         full = {s.id: [] for s in sentences}
         for (s, e), o in zip(todo, outputs):
@@ -331,13 +158,13 @@ class RMPL:
     def _image_events(self, images) -> dict[str, list[S.ImageEvent]]:
         one_pass = "image_mention" not in self.tasks
         task = "image_event" if one_pass else "image_mention"
-        outputs = self.run([_image_example(task, i, []) for i in images])
+        outputs = self.run([image_example(task, i, []) for i in images])
         found = {i.id: [r for r in S.parse(o, size=i.size) if isinstance(r, S.ImageEvent)]
                  for i, o in zip(images, outputs)}
         if one_pass:
             return found
         todo = [(i, e) for i in images for e in found[i.id]]
-        outputs = self.run([_image_example("image_argument", i, [], [S.TYPE_TOKENS[e.event_type]])
+        outputs = self.run([image_example("image_argument", i, [], [S.TYPE_TOKENS[e.event_type]])
                             for i, e in todo])
         full = {i.id: [] for i in images}
         for (i, e), o in zip(todo, outputs):
@@ -403,8 +230,7 @@ def prediction_lines(pred: S.Predictions) -> list[dict]:
 def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto",
                  links: str = "type") -> S.Predictions:
     """Run the trained model of ``checkpoint`` over every sentence and image of ``gold``; write
-    the JSON Lines to ``out`` and return the predictions (what ``python evaluate.py --checkpoint``
-    scores)."""
+    the JSON Lines to ``out`` and return the predictions."""
     images = [i for i in gold.images.values() if i.path is not None]
     if len(images) < len(gold.images):
         warnings.warn(f"{len(gold.images) - len(images)} of {len(gold.images)} images have no "
@@ -414,3 +240,49 @@ def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto",
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(line) + "\n" for line in prediction_lines(pred)))
     return pred
+
+
+# ============================================================================= command line
+def default_pred_out(checkpoint, gold_dir: Path) -> Path:
+    """CHECKPOINT/predictions_toy_m2e2_test.jsonl for data/toy/m2e2/test: one file per gold
+    directory, so scoring another data root does not overwrite the toy predictions."""
+    return Path(checkpoint) / f"predictions_{'_'.join(gold_dir.resolve().parts[-3:])}.jsonl"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = evaluate.command_line(
+        "Run a trained model over M2E2 documents, write its predictions and score them "
+        "(python evaluate.py --pred FILE scores a prediction file alone).")
+    p.add_argument("--checkpoint", default="runs/stage2",
+                   help="a train.py run directory (default %(default)s)")
+    p.add_argument("--pred-out",
+                   help="where the predictions go (default: CHECKPOINT/predictions_<last three "
+                        "parts of the gold directory>.jsonl)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    p.add_argument("--links", default="type",
+                   help="how sentence and image events are linked: type (same type, same "
+                        "document) or grounded (also asks the relation task whether the sentence "
+                        "event's participants are in the image; needs a model whose last stage "
+                        "trained it); default %(default)s")
+    args = p.parse_args(argv)
+    gold_dir = evaluate.gold_dir(args)
+    out = Path(args.pred_out) if args.pred_out else default_pred_out(args.checkpoint, gold_dir)
+
+    def extract() -> tuple[data.M2E2, S.Predictions]:
+        if not (RunDir(args.checkpoint) / RunDir.INFO).exists():
+            raise ValueError(f"{args.checkpoint}: no trained model here (run `python train.py "
+                             f"--stage 1` and `--stage 2` first, or pass --checkpoint DIR)")
+        gold = data.read_m2e2(gold_dir, images=True)
+        return gold, predict_file(args.checkpoint, gold, out, args.device, args.links)
+
+    try:
+        gold, pred = evaluate.warnings_to_stderr(extract)
+    except (OSError, ValueError) as e:  # DataError, CheckpointError, a missing file
+        evaluate.fail(e)
+    print(f"predictions: {out}", file=sys.stderr)
+    evaluate.report(gold, pred, args)
+
+
+if __name__ == "__main__":
+    main()

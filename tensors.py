@@ -2,11 +2,11 @@
 
     Tokenizer    schema tokens + words <-> ids (sentencepiece BPE; one fixed id per schema token)
     load_image   an image file -> (3, S, S) letterboxed float tensor in the frame schema's boxes use
-    Example      one item of any task; encode_example + collate -> the batch dict the model reads
+    encode       a task Example (tasks.py) -> ids and image; collate -> the batch the model reads
     TaskSampler  an endless, seeded, resumable sampler that mixes tasks by given weights
 
-What this file does not do: read the source formats (data.py), build prompts and targets (rmpl.py),
-or decide what a model does with the batch (model.py).
+What this file does not do: read the source formats (data.py), build prompts and targets
+(tasks.py), or decide what a model does with the batch (model.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import io
 import itertools
 import random
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,6 +24,7 @@ from PIL import Image as PILImage
 
 from data import DataError, encodable
 from schema import LOC_TOKENS, NUM_BINS, ROLE_TOKENS, SPECIAL_TOKENS, TASKS
+from tasks import Example
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 FIRST_SPECIAL_ID = 4  # schema.SPECIAL_TOKENS[i] has id FIRST_SPECIAL_ID + i
@@ -223,36 +223,14 @@ class ImageCache:
 
 
 # ----------------------------------------------------------------------------- examples and batches
-@dataclass
-class Example:
-    """One item of any task: the encoder reads `prompt` (+ the image), the decoder writes `target`.
-
-    prompt and target are lists of schema tokens and words (target as schema.linearise writes it);
-    image is a file path or None, size its (W, H) when known (box tokens are in that frame; a file
-    of another size is refused); meta carries ids for inference (sentence id, image id, event ...).
-    """
-    task: str
-    prompt: list[str]
-    target: list[str]
-    image: str | None = None
-    size: tuple[int, int] | None = None
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"Example task {self.task!r} is not one of {TASKS}")
-
-
 def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input_len: int = 256,
-                   max_target_len: int = 256, cache: ImageCache | None = None,
-                   counts: Counter | None = None) -> dict:
+                   max_target_len: int = 256, cache: ImageCache | None = None) -> dict:
     """Example -> dict of tensors for collate, plus how many ids were cut.
 
     target_ids = encode(target) + eos (no bos: the model shifts and prepends its own start token).
     Truncation keeps the first max_input_len / max_target_len ids (a cut target loses its eos, so
     the model is never taught to stop early); the cut counts are returned as input_cut / target_cut
-    and, when `counts` is given, added to counts["input_truncated"] / counts["target_truncated"]
-    (examples cut).
+    (``cuts`` adds them up).
     """
     try:
         input_ids = tokenizer.encode(ex.prompt)
@@ -261,10 +239,6 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
         raise ValueError(f"{ex.task} example {ex.meta}: {e}") from None
     input_cut, target_cut = (max(0, len(input_ids) - max_input_len),
                              max(0, len(target_ids) - max_target_len))
-    if counts is not None:
-        counts["examples"] += 1
-        counts["input_truncated"] += input_cut > 0
-        counts["target_truncated"] += target_cut > 0
     image = torch.zeros(3, image_size, image_size)
     if ex.image is not None:
         image, wh = (cache.load if cache is not None else load_image)(ex.image, image_size)
@@ -276,6 +250,12 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
             "image": image, "has_image": ex.image is not None, "task_id": TASKS.index(ex.task),
             "input_cut": input_cut, "target_cut": target_cut,
             "bins_wide": _bins_wide(ex.size) if ex.image is not None and ex.size else 0}
+
+
+def cuts(encoded: list[dict]) -> Counter:
+    """How many encoded examples there are, and how many had their prompt or target cut."""
+    return Counter(examples=len(encoded), input_truncated=sum(e["input_cut"] > 0 for e in encoded),
+                   target_truncated=sum(e["target_cut"] > 0 for e in encoded))
 
 
 def _bins_wide(size: tuple[int, int]) -> int:
@@ -350,17 +330,6 @@ def _sort_same_role(ids: list[int]) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- task sampling
-def tempered_weights(sizes: dict[str, int], alpha: float) -> dict[str, float]:
-    """Task probabilities p_t ∝ n_t ** alpha: alpha = 1 is proportional to size (every example
-    equally often), alpha = 0 is uniform over tasks; in between, small tasks are seen more without
-    dominating."""
-    raw = {t: float(n) ** alpha if n > 0 else 0.0 for t, n in sizes.items()}
-    total = sum(raw.values())
-    if total <= 0:
-        raise ValueError(f"tempered_weights: no task has examples ({sizes})")
-    return {t: v / total for t, v in raw.items()}
-
-
 class TaskSampler:
     """Endless batches that mix tasks; the items are Examples or anything else (encoded dicts).
 
@@ -371,13 +340,15 @@ class TaskSampler:
     task t's epoch e order from random.Random(f"{seed}/{t}/{e}"), so the whole state is the step and
     one cursor per task (`state_dict()`), and `load_state_dict` resumes bit-exactly. DDP: every rank
     draws the same global batch and keeps slots [rank * batch_size, (rank + 1) * batch_size), so
-    ranks get disjoint examples (within an epoch) and share one state. ``hflip``: the probability
-    that an item is mirrored (``hflip``; examples with an image only), drawn per slot from
-    random.Random(f"{seed}/flip/{s}"), so the flips too are a function of the step.
+    ranks get disjoint examples (within an epoch) and share one state (``shard`` = (rank,
+    world_size)). ``flip_prob``: the probability that an item is mirrored (``hflip``; examples
+    with an image only), drawn per slot from random.Random(f"{seed}/flip/{s}"), so the flips too
+    are a function of the step.
     """
 
     def __init__(self, datasets: dict[str, list], weights: dict[str, float], batch_size: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, hflip: float = 0.0):
+                 seed: int = 0, shard: tuple[int, int] = (0, 1), flip_prob: float = 0.0):
+        rank, world_size = shard
         unknown = (set(datasets) - set(TASKS)) | (set(weights) - set(datasets))
         if (unknown or any(w < 0 for w in weights.values()) or not 0 <= rank < world_size
                 or batch_size < 1):
@@ -390,7 +361,7 @@ class TaskSampler:
                              f"({weights})")
         self.datasets, self.weights = datasets, [weights[t] for t in self.tasks]
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.flip_prob = hflip  # probability of mirroring an item (an encoded dict with an image)
+        self.flip_prob = flip_prob  # of mirroring an item (an encoded dict with an image)
         self.step, self.cursor = 0, {t: 0 for t in self.tasks}
         self._order: dict[str, tuple[int, list[int]]] = {}  # task -> (epoch, shuffled indices)
 

@@ -5,18 +5,17 @@ built from the fields, so ``python train.py --stage 2 --lr 3e-4 --max-steps 200`
 import ``main(argv)``. Stage 1 trains the whole network from scratch on the unified multi-task mix
 (or, with ``--init CKPT``, LoRA adapters on a frozen base: the paper's setting); stage 2 starts from
 stage 1's output and fine-tunes the whole network (``--lora-rank 16``: LoRA adapters instead;
-PRESETS says why). What the stages and the loss are is rmpl.py's business; this file is the loop:
-AdamW, warmup + cosine schedule from the step, gradient accumulation, clipping, dev loss and a quick
-dev score every ``eval_every`` steps and at the end, checkpoints that resume exactly.
+PRESETS says why). What the stages and the loss are is tasks.py's business; this file is the loop
+(``Trainer``): AdamW, warmup + cosine schedule from the step, gradient accumulation, clipping, dev
+loss and a quick dev score every ``eval_every`` steps and at the end, checkpoints that resume
+exactly.
 
-A run writes to ``{out}/stage{k}/``: model.safetensors (base weights), adapter.safetensors (LoRA, if
-any), tokenizer.model, rmpl.json (config and tasks), train_state.pt (optimizer, sampler, RNG, step),
-log.jsonl (one line per log interval and per eval). Checkpoints are checkpoints.py's business: one
-unit that a kill cannot tear, resumed exactly.
+A run writes to ``{out}/stage{k}/``, a run.RunDir: the weights, the tokenizer, rmpl.json, the
+training state and log.jsonl; its checkpoints are one unit that a kill cannot tear.
 
 ``torchrun --nproc_per_node N train.py ...`` trains with DistributedDataParallel (gloo on CPU, nccl
 on CUDA): ``--batch-size`` is per process, each rank takes its slice of one global batch
-(tensors.TaskSampler), the loss is that of the global batch (rmpl.multitask_loss), and only rank 0
+(tensors.TaskSampler), the loss is that of the global batch (tasks.multitask_loss), and only rank 0
 prints, evaluates and writes files.
 """
 from __future__ import annotations
@@ -31,7 +30,7 @@ import time
 import warnings
 from collections import Counter
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,8 @@ import rmpl
 import schema as S
 import tensors
 import toy
-from checkpoints import STATE_FILE, finish_checkpoint, load_train_state, save_checkpoint
+from run import CheckpointError, RunDir
+from tasks import STAGE_TASKS, build_tasks, multitask_loss, task_sampling_weights
 
 
 def knob(default, help: str):
@@ -96,20 +96,20 @@ class TrainConfig:
     eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
     eval_batches: int = knob(4, "dev-loss batches per task at each evaluation")
     dev_docs: int = knob(10, "M2E2 dev documents of the quick dev F1 at each evaluation (0: off)")
-    hflip: float = knob(0.5, "probability of mirroring a training image with its boxes")
+    flip_prob: float = knob(0.5, "probability of mirroring a training image with its boxes")
 
 
 # What differs per stage. Stage 2 fine-tunes the whole network by default, which beat LoRA on the
-# toy dev split (README, "Results"): a from-scratch 3M model has no pretrained features for a
-# low-rank update to steer. LoRA stays one flag away (--lora-rank 16), and stage 1 on a given base
-# (--init) trains LoRA by default, the paper's setting.
+# toy dev split (experiments/vision.md, "earlier choices"): a from-scratch 3M model has no
+# pretrained features for a low-rank update to steer. LoRA stays one flag away (--lora-rank 16),
+# and stage 1 on a given base (--init) trains LoRA by default, the paper's setting.
 PRESETS = {
     1: dict(max_steps=1500, lr=1e-3, lora_rank=0),
     2: dict(max_steps=450, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
                 log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, max_text_len=8,
-                lr=0.0, min_lr=0.0, grad_clip=0.0, hflip=0.0)
+                lr=0.0, min_lr=0.0, grad_clip=0.0, flip_prob=0.0)
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -129,8 +129,8 @@ def parse_args(argv=None) -> TrainConfig:
     for name, least in AT_LEAST.items():
         if given.get(name, least) < least:
             p.error(f"--{name.replace('_', '-')} must be at least {least}, not {given[name]}")
-    if given.get("hflip", 0.0) > 1:
-        p.error(f"--hflip is a probability, not {given['hflip']}")
+    if given.get("flip_prob", 0.0) > 1:
+        p.error(f"--flip-prob is a probability, not {given['flip_prob']}")
     stage = given.get("stage", 1)
     if stage not in PRESETS:
         p.error(f"--stage must be 1 or 2, not {stage}")
@@ -151,7 +151,7 @@ def parse_args(argv=None) -> TrainConfig:
 
 def run_settings(given: dict, stage: int) -> dict:
     """The TrainConfig a run to be resumed was started with (its rmpl.json), {} when it has none."""
-    info = Path(given.get("out", TrainConfig.out)) / f"stage{stage}" / rmpl.INFO_FILE
+    info = Path(given.get("out", TrainConfig.out)) / f"stage{stage}" / RunDir.INFO
     if not info.is_file():
         return {}  # resume_model says what is missing
     names = {f.name for f in fields(TrainConfig)}
@@ -175,9 +175,6 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 # ============================================================================= set-up
-LOG_FILE = "log.jsonl"  # one JSON line per log interval and per evaluation, appended
-
-
 @contextmanager
 def warnings_as_lines():
     """The readers' and task builders' counted skips, printed as one ``warning: ...`` line each."""
@@ -199,18 +196,46 @@ def load_data(cfg: TrainConfig) -> data.Sources:
     return sources
 
 
-def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
-                master: bool = True) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
-    """The network and tokenizer a run starts from, in one of three ways (below). With
-    ``--lora-rank``, LoRA layers are added and only they train. Under DDP every rank builds the same
-    tokenizer and network (Tokenizer.train is byte-deterministic); only the master writes files."""
-    run.mkdir(parents=True, exist_ok=True)
+def init_dir(cfg: TrainConfig) -> RunDir | None:
+    """The run a fresh stage starts from: --init, stage 2's default {out}/stage1, or None
+    (scratch)."""
+    if cfg.init:
+        return RunDir(cfg.init)
+    return RunDir(Path(cfg.out) / "stage1") if cfg.stage == 2 else None
+
+
+def check_run_dir(cfg: TrainConfig, run: RunDir) -> None:
+    """Refuse, before any data is read, a run that would overwrite a checkpoint or has nothing to
+    start from."""
     if cfg.resume:
-        return resume_model(cfg, run)
+        return
+    if run.holds_run():
+        sys.exit(f"train.py: {run} already holds a run; --resume continues it, --out DIR starts a "
+                 f"new one elsewhere (or delete {run} to start it again)")
     init = init_dir(cfg)
-    net, tok = new_model(cfg, src) if init is None else init_model(init, run, master)
+    if init is not None and not init.has_model():
+        sys.exit(f"train.py: no {RunDir.MODEL} in {init} "
+                 f"(run stage 1 first, or pass --init CKPT)")
+
+
+def open_network(cfg: TrainConfig, src: data.Sources, run: RunDir,
+                 master: bool = True) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+    """The network and tokenizer a stage starts from: its own checkpoint (--resume), the run it
+    starts from (--init, or stage 1 for stage 2), or nothing (stage 1 from scratch). With
+    ``--lora-rank``, LoRA layers are added and only they train. Under DDP every rank builds the
+    same tokenizer and network (Tokenizer.train is byte-deterministic); only the master writes."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    if cfg.resume:
+        return resume_network(cfg, run)
+    init = init_dir(cfg)
+    if init is None:
+        net, tok = new_network(cfg, src)
+    else:  # an adapter beside its base is baked in; the base is copied, so the run stands alone
+        net, tok = init.open_network(lora="merged"), init.tokenizer()
+        if run.path.resolve() != init.path.resolve() and master:
+            run.save_base(net)
     if master:
-        tok.save(run / rmpl.TOKENIZER_FILE)
+        run.save_tokenizer(tok)
     if cfg.lora_rank:
         lora.add_lora(net, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                       lora_dropout=cfg.lora_dropout)
@@ -218,27 +243,7 @@ def build_model(cfg: TrainConfig, src: data.Sources, run: Path,
     return net, tok
 
 
-def init_dir(cfg: TrainConfig) -> Path | None:
-    """The checkpoint a fresh run starts from: --init, stage 2's default {out}/stage1, or None
-    (scratch)."""
-    return Path(cfg.init) if cfg.init else (Path(cfg.out) / "stage1" if cfg.stage == 2 else None)
-
-
-def check_run_dir(cfg: TrainConfig, run: Path) -> None:
-    """Refuse, before any data is read, a run that would overwrite a checkpoint or has nothing to
-    start from."""
-    if cfg.resume:
-        return
-    if (run / rmpl.INFO_FILE).exists() or (run / LOG_FILE).exists():
-        sys.exit(f"train.py: {run} already holds a run; --resume continues it, --out DIR starts a "
-                 f"new one elsewhere (or delete {run} to start it again)")
-    init = init_dir(cfg)
-    if init is not None and not (init / rmpl.MODEL_FILE).exists():
-        sys.exit(f"train.py: no {rmpl.MODEL_FILE} in {init} "
-                 f"(run stage 1 first, or pass --init CKPT)")
-
-
-def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+def new_network(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
     """Stage 1 from scratch: a tokenizer trained on the training text alone, and a fresh network."""
     texts = ([s.words for s in src.ace.get("train", [])]
              + [r.words for r in src.mnre.get("train", [])])
@@ -250,46 +255,27 @@ def new_model(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors.T
     except ValueError as e:  # fewer pieces than schema tokens + 256 bytes + the text's characters
         sys.exit(f"train.py: --vocab-size {cfg.vocab_size} is too small for this training text "
                  f"({e})")
-    special = dict(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id,
-                   eos_id=tok.eos_id)
-    return M.Seq2Seq(M.ModelConfig(**special, **M.MODEL_SIZES[cfg.model_size],
+    return M.Seq2Seq(M.ModelConfig(vocab_size=tok.vocab_size, **M.MODEL_SIZES[cfg.model_size],
                                    max_text_len=cfg.max_text_len)), tok
 
 
-def init_model(init: Path, run: Path, master: bool) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
-    """The --init checkpoint (stage 2's default: {out}/stage1). An adapter beside its base is baked
-    in; the base weights are copied into this run, so the run stands on its own."""
-    tok = tensors.Tokenizer.load(init / rmpl.TOKENIZER_FILE)
-    net = M.load_model(init / rmpl.MODEL_FILE)
-    if (init / rmpl.ADAPTER_FILE).exists():
-        net = lora.remove_lora(M.load_adapter(net, init / rmpl.ADAPTER_FILE), merge=True)
-    if run.resolve() != init.resolve() and master:
-        M.save_model(net, run / rmpl.MODEL_FILE)
-    return net, tok
-
-
-def resume_model(cfg: TrainConfig, run: Path) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
-    """--resume: the run's own tokenizer and weights (base + adapter), nothing re-trained or
-    re-copied. Building the network draws its random init, which the weights overwrite;
-    load_train_state then restores the RNG states of the interrupted run."""
-    needed = [STATE_FILE, rmpl.INFO_FILE, rmpl.TOKENIZER_FILE, rmpl.MODEL_FILE]
-    for name in needed + [rmpl.ADAPTER_FILE] * bool(cfg.lora_rank):
+def resume_network(cfg: TrainConfig, run: RunDir) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+    """--resume: the run's own tokenizer and weights (base + trainable adapter), nothing
+    re-trained or re-copied. Building the network draws its random init, which the weights
+    overwrite; load_train_state then restores the RNG states of the interrupted run."""
+    needed = [RunDir.STATE, RunDir.INFO, RunDir.TOKENIZER, RunDir.MODEL]
+    for name in needed + [RunDir.ADAPTER] * bool(cfg.lora_rank):
         if not (run / name).is_file():
             sys.exit(f"train.py: --resume: no {name} in {run} "
                      f"(no checkpoint to resume; drop --resume to start)")
-    tok, net = (tensors.Tokenizer.load(run / rmpl.TOKENIZER_FILE),
-                M.load_model(run / rmpl.MODEL_FILE))
-    # the file's LoRA layers on the run's base (load_adapter checks the base hash)
-    if cfg.lora_rank:
-        lora.mark_only_lora_as_trainable(M.load_adapter(net, run / rmpl.ADAPTER_FILE))
-    return net, tok
+    return run.open_network(lora="trainable"), run.tokenizer()
 
 
 # ============================================================================= evaluation
 def example_losses(net, items: list[dict],
                    device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs
-    of rmpl.multitask_loss.
+    of tasks.multitask_loss.
 
     Text-only examples and examples with an image go through the network as two sub-batches: in one
     mixed batch every text example would carry the image's masked patch slots through every encoder
@@ -306,14 +292,14 @@ def example_losses(net, items: list[dict],
 
 
 @torch.no_grad()
-def dev_loss(net, dev: dict, cfg: TrainConfig, device, batch_size: int) -> dict[str, float]:
-    """Mean token cross-entropy per task on the first ``eval_batches`` batches of each dev task
+def dev_loss(net, dev: dict, n_batches: int, batch_size: int, device) -> dict[str, float]:
+    """Mean token cross-entropy per task on the first ``n_batches`` batches of each dev task
     (global batches under DDP: the same dev examples whatever the number of processes)."""
     net.eval()
     out = {}
     for task, encoded in dev.items():
         total = n = 0
-        for i in range(0, min(len(encoded), cfg.eval_batches * batch_size), batch_size):
+        for i in range(0, min(len(encoded), n_batches * batch_size), batch_size):
             ce_sum, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
             total, n = total + ce_sum.sum().item(), n + tokens.sum().item()
         out[task] = total / max(n, 1)
@@ -330,7 +316,7 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
     sub = data.M2E2({k: s for k, s in gold.sentences.items() if S.doc_id(k) in docs},
                     {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
                     [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
-    was_training = net.training
+    was_training = net.training  # rmpl.RMPL puts the network in eval mode
     pred = rmpl.RMPL(net, tok, tasks).predict(list(sub.sentences.values()),
                                               list(sub.images.values()))
     net.train(was_training)
@@ -338,7 +324,7 @@ def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[st
     return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}
 
 
-# ============================================================================= the loop
+# ============================================================================= processes
 @dataclass
 class Dist:
     """Where this process runs: its device and, under torchrun, its rank among ``world``
@@ -374,18 +360,26 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
 
 def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
     """find_unused_parameters: a slice without images leaves the vision tower out of the graph.
-    broadcast_buffers=False: BatchNorm keeps per-process statistics (README, "Multi-process"); a
-    broadcast would be a collective in every forward, and processes make different numbers of them
-    (a text sub-batch, an image sub-batch, or both)."""
+    broadcast_buffers=False: BatchNorm keeps per-process statistics; a broadcast would be a
+    collective in every forward, and processes make different numbers of them (a text sub-batch,
+    an image sub-batch, or both)."""
     return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True,
                                                      broadcast_buffers=False)
 
 
-def load_run_data(cfg: TrainConfig, run: Path, env: Dist) -> data.Sources:
+def teardown_distributed(env: Dist) -> None:
+    """Rank 0 may still be saving the last checkpoint: a rank that tore its process group down
+    meanwhile was seen to abort at exit (gloo, "terminate called without an active exception")."""
+    if env.ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def load_run_data(cfg: TrainConfig, run: RunDir, env: Dist) -> data.Sources:
     """Settle a checkpoint write a kill cut off (rank 0, before anyone reads the run), then read
     --data; the other ranks wait meanwhile, since rank 0 may also be generating the toy world."""
-    if env.master and run.is_dir():
-        finish_checkpoint(run)
+    if env.master and run.path.is_dir():
+        run.finish_checkpoint()
     if env.ddp and not env.master:
         dist.barrier()
     src = load_data(cfg)
@@ -400,11 +394,14 @@ def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
     cut = Counter()
 
     def encode(split):
-        examples = rmpl.build_tasks(tasks, src.ace.get(split, []), src.swig.get(split, []),
-                                    src.mnre.get(split, []))
-        return {t: [tensors.encode_example(e, tok, mcfg.image_size, mcfg.max_text_len,
-                                           mcfg.max_target_len, counts=cut) for e in exs]
-                for t, exs in examples.items()}
+        examples = build_tasks(tasks, src.ace.get(split, []), src.swig.get(split, []),
+                               src.mnre.get(split, []))
+        out = {t: [tensors.encode_example(e, tok, mcfg.image_size, mcfg.max_text_len,
+                                          mcfg.max_target_len) for e in exs]
+               for t, exs in examples.items()}
+        for encoded in out.values():
+            cut.update(tensors.cuts(encoded))
+        return out
 
     try:
         with warnings_as_lines():
@@ -429,39 +426,140 @@ def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2))
 
 
-def train_step(model, sampler, opt, params, cfg: TrainConfig, env: Dist, step: int, run: Path):
-    """One optimizer step over ``grad_accum`` micro-batches -> (loss, per-task losses, gradient
-    norm)."""
-    lr = get_lr(step, cfg)
-    for group in opt.param_groups:
-        group["lr"] = lr
-    autocast = torch.autocast(env.device.type, torch.bfloat16, enabled=env.device.type == "cuda")
-    # the step's loss: the mean over its micro-batches (their per-task parts: the last one's)
-    loss = 0.0
-    for micro in range(cfg.grad_accum):
-        # under DDP, gradients are all-reduced once per step: at the last micro-batch's backward
-        with model.no_sync() if env.ddp and micro + 1 < cfg.grad_accum else nullcontext():
-            with autocast:  # under DDP: world x this rank's part of the global batch's loss
-                part, parts = rmpl.multitask_loss(*example_losses(model, next(sampler), env.device),
-                                                  all_reduce=dist.all_reduce if env.ddp else None,
-                                                  world_size=env.world)
-            # the step's gradient: the mean over its micro-batches
-            (part / cfg.grad_accum).backward()
-        loss = loss + part.detach() / cfg.grad_accum
-    # log the global loss: the ranks' parts add up to it (each part here is world x its part)
-    if env.ddp:
-        dist.all_reduce(loss)
-        loss = loss / env.world
-    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    # checked before the update, so the weights stay finite
-    if not torch.isfinite(loss.detach() + norm):
-        sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm "
-                 f"{norm.item()}; stopped without updating or saving (the last checkpoint in "
-                 f"{run} is intact). A lower --lr (now {cfg.lr}) or --grad-clip may help; "
-                 f"--resume continues from the checkpoint")
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss, parts, norm
+# ============================================================================= the loop
+@dataclass
+class Trainer:
+    """One stage's training run: everything the loop's steps share."""
+    cfg: TrainConfig
+    env: Dist
+    run: RunDir
+    src: data.Sources
+    net: M.Seq2Seq        # the network; ``model`` is the same one, or its DDP wrapper
+    model: torch.nn.Module
+    tok: tensors.Tokenizer
+    tasks: tuple[str, ...]
+    dev: dict             # task -> encoded dev examples
+    sampler: tensors.TaskSampler
+    params: list          # the trainable parameters, in the network's order (clipping)
+    opt: torch.optim.AdamW
+    start: int = 0        # the step the loop starts at (> 0 when resuming)
+    log: object = None    # log.jsonl, appended (rank 0)
+    t0: float = field(default_factory=time.time)
+
+    @classmethod
+    def set_up(cls, cfg: TrainConfig, env: Dist) -> "Trainer":
+        run = RunDir(Path(cfg.out) / f"stage{cfg.stage}")
+        check_run_dir(cfg, run)
+        src = load_run_data(cfg, run, env)
+        net, tok = open_network(cfg, src, run, env.master)
+        net.to(env.device).train()
+        model = ddp_model(net) if env.ddp else net
+        tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else STAGE_TASKS[cfg.stage]
+        train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
+        # one global batch, one state
+        sampler = tensors.TaskSampler(train, task_sampling_weights(train), cfg.batch_size,
+                                      seed=cfg.seed, shard=(env.rank, env.world),
+                                      flip_prob=cfg.flip_prob)
+        params = [p for p in net.parameters() if p.requires_grad]
+        self = cls(cfg, env, run, src, net, model, tok, tasks, dev, sampler, params,
+                   make_optimizer(params, cfg))
+        if cfg.resume:
+            self.resume()
+        print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
+              f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters; "
+              f"device {env.device}" + (f" x {env.world} processes" if env.ddp else ""))
+        if cfg.lora_rank:
+            lora.print_trainable_parameters(net)
+        self.log = open(run / RunDir.LOG, "a") if env.master else open(os.devnull, "w")
+        if cfg.resume:  # lines after this one replace those of the interrupted run past `start`
+            self.log.write(json.dumps({"step": self.start, "resumed": True}) + "\n")
+        return self
+
+    def resume(self) -> None:
+        try:
+            self.start = self.run.load_train_state(self.opt, self.sampler)
+        except CheckpointError as e:
+            sys.exit(f"train.py: --resume: {e}")
+        now = asdict(self.cfg)
+        changed = {k: (v, now.get(k)) for k, v in self.run.info()["config"].items()
+                   if k != "resume" and now.get(k) != v}
+        if changed:
+            print("note: resuming with other settings than the checkpoint's (not the run it "
+                  "would have been): " + ", ".join(f"{k} {a} -> {b}"
+                                                  for k, (a, b) in changed.items()))
+        print(f"resuming {self.run} at step {self.start} of {self.cfg.max_steps}")
+
+    def step(self, step: int) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """One optimizer step over ``grad_accum`` micro-batches -> (loss, per-task losses,
+        gradient norm)."""
+        cfg, env = self.cfg, self.env
+        for group in self.opt.param_groups:
+            group["lr"] = get_lr(step, cfg)
+        autocast = torch.autocast(env.device.type, torch.bfloat16,
+                                  enabled=env.device.type == "cuda")
+        # the step's loss: the mean over its micro-batches (their per-task parts: the last one's)
+        loss = 0.0
+        for micro in range(cfg.grad_accum):
+            # under DDP, gradients are all-reduced once per step: at the last micro-batch's backward
+            sync = not (env.ddp and micro + 1 < cfg.grad_accum)
+            with nullcontext() if sync else self.model.no_sync():
+                with autocast:  # under DDP: world x this rank's part of the global batch's loss
+                    part, parts = multitask_loss(
+                        *example_losses(self.model, next(self.sampler), env.device),
+                        all_reduce=dist.all_reduce if env.ddp else None, world_size=env.world)
+                # the step's gradient: the mean over its micro-batches
+                (part / cfg.grad_accum).backward()
+            loss = loss + part.detach() / cfg.grad_accum
+        # log the global loss: the ranks' parts add up to it (each part here is world x its part)
+        if env.ddp:
+            dist.all_reduce(loss)
+            loss = loss / env.world
+        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        # checked before the update, so the weights stay finite
+        if not torch.isfinite(loss.detach() + norm):
+            sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm "
+                     f"{norm.item()}; stopped without updating or saving (the last checkpoint in "
+                     f"{self.run} is intact). A lower --lr (now {cfg.lr}) or --grad-clip may "
+                     f"help; --resume continues from the checkpoint")
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss, parts, norm
+
+    def log_line(self, step: int, loss, parts: dict, norm) -> dict:
+        """One aligned line on the terminal and one JSON line in the log."""
+        lr = get_lr(step, self.cfg)
+        record = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr,
+                  "grad_norm": round(norm.item(), 3),
+                  "tasks": {t: round(v, 4) for t, v in parts.items()},
+                  "elapsed_s": round(time.time() - self.t0, 1)}
+        tqdm.write(f"step {step + 1:5d} | loss {loss.item():.4f} | lr {lr:.2e} | "
+                   f"norm {norm.item():6.3f} | {record['elapsed_s']:7.1f}s")
+        self.write(record)
+        return record
+
+    def evaluate_and_save(self, step: int) -> dict:
+        """Dev loss per task and the quick dev score, logged; then the checkpoint of this step."""
+        cfg = self.cfg
+        record = {"step": step + 1,
+                  "dev_loss": dev_loss(self.net, self.dev, cfg.eval_batches,
+                                       cfg.batch_size * self.env.world, self.env.device),
+                  "dev_f1": quick_score(self.net, self.tok, self.tasks,
+                                        self.src.m2e2.get("dev"), cfg.dev_docs)}
+        tqdm.write(f"eval {step + 1:5d} | dev loss "
+                   + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
+                   + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
+        self.write(record)
+        info = {"stage": cfg.stage, "tasks": list(self.tasks), "step": step + 1,
+                "config": asdict(cfg)}
+        try:
+            self.run.save_checkpoint(self.net, self.opt, self.sampler, info)
+        except CheckpointError as e:  # this step's update made the weights non-finite (--lr inf)
+            sys.exit(f"train.py: {e}")
+        return record
+
+    def write(self, record: dict) -> None:
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
 
 
 def main(argv=None) -> dict:
@@ -472,93 +570,24 @@ def main(argv=None) -> dict:
     # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
     set_seed(cfg.seed)
     env = setup_distributed(cfg)
-    run = Path(cfg.out) / f"stage{cfg.stage}"
-    check_run_dir(cfg, run)
-    src = load_run_data(cfg, run, env)
-    net, tok = build_model(cfg, src, run, env.master)
-    net.to(env.device).train()
-    model = ddp_model(net) if env.ddp else net
-    tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else rmpl.STAGE_TASKS[cfg.stage]
-    train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
-    # one global batch, one state
-    sampler = tensors.TaskSampler(train, rmpl.task_sampling_weights(train), cfg.batch_size,
-                                  seed=cfg.seed, rank=env.rank, world_size=env.world,
-                                  hflip=cfg.hflip)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = make_optimizer(params, cfg)
-    try:
-        start = load_train_state(run, cfg, opt, sampler) if cfg.resume else 0
-    except M.CheckpointError as e:
-        sys.exit(f"train.py: --resume: {e}")
-    if cfg.resume:
-        print(f"resuming {run} at step {start} of {cfg.max_steps}")
-    n_params = sum(p.numel() for p in net.parameters())
-    print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
-          f"{n_params / 1e6:.2f}M parameters; device {env.device}"
-          + (f" x {env.world} processes" if env.ddp else ""))
-    if cfg.lora_rank:
-        lora.print_trainable_parameters(net)
-    log = open(run / LOG_FILE, "a") if env.master else open(os.devnull, "w")
-    if cfg.resume:  # lines after this one replace those of the interrupted run past `step`
-        log.write(json.dumps({"step": start, "resumed": True}) + "\n")
-    if start >= cfg.max_steps:
-        print(f"stage {cfg.stage} is already done: {run} (raise --max-steps to train on)")
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
+    trainer = Trainer.set_up(cfg, env)
+    if trainer.start >= cfg.max_steps:
+        print(f"stage {cfg.stage} is already done: {trainer.run} (raise --max-steps to train on)")
+    bar = tqdm(range(trainer.start, cfg.max_steps), initial=trainer.start, total=cfg.max_steps,
                disable=None if env.master else True, desc=f"stage {cfg.stage}")
-    t0, record = time.time(), {}
+    record = {}
     for step in bar:
-        loss, parts, norm = train_step(model, sampler, opt, params, cfg, env, step, run)
+        loss, parts, norm = trainer.step(step)
         last = step + 1 == cfg.max_steps
         if (step + 1) % cfg.log_every == 0 or last:
-            record = log_step(bar, log, step, get_lr(step, cfg), loss, parts, norm, t0)
-        # the others wait at the next all_reduce
-        if env.master and ((step + 1) % cfg.eval_every == 0 or last):
-            record = evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env, run, opt,
-                                       sampler, step)
-    log.close()
-    if start < cfg.max_steps:
-        since = f" (from step {start})" if start else ""
-        print(f"stage {cfg.stage} done in {time.time() - t0:.0f}s{since}: {run}")
+            record = trainer.log_line(step, loss, parts, norm)
+        if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait
+            record = trainer.evaluate_and_save(step)
+    trainer.log.close()
+    if trainer.start < cfg.max_steps:
+        since = f" (from step {trainer.start})" if trainer.start else ""
+        print(f"stage {cfg.stage} done in {time.time() - trainer.t0:.0f}s{since}: {trainer.run}")
     teardown_distributed(env)
-    return record
-
-
-def teardown_distributed(env: Dist) -> None:
-    """Rank 0 may still be saving the last checkpoint: a rank that tore its process group down
-    meanwhile was seen to abort at exit (gloo, "terminate called without an active exception")."""
-    if env.ddp:
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def log_step(bar, log, step: int, lr: float, loss, parts: dict, norm, t0: float) -> dict:
-    """One aligned line on the terminal and one JSON line in the log."""
-    record = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr,
-              "grad_norm": round(norm.item(), 3),
-              "tasks": {t: round(v, 4) for t, v in parts.items()},
-              "elapsed_s": round(time.time() - t0, 1)}
-    bar.write(f"step {step + 1:5d} | loss {loss.item():.4f} | lr {lr:.2e} | "
-              f"norm {norm.item():6.3f} | {record['elapsed_s']:7.1f}s")
-    log.write(json.dumps(record) + "\n")
-    log.flush()
-    return record
-
-
-def evaluate_and_save(bar, log, net, tok, tasks, dev, src, cfg, env: Dist, run: Path, opt, sampler,
-                      step: int) -> dict:
-    """Dev loss per task and the quick dev score, logged; then the checkpoint of this step."""
-    record = {"step": step + 1,
-              "dev_loss": dev_loss(net, dev, cfg, env.device, cfg.batch_size * env.world),
-              "dev_f1": quick_score(net, tok, tasks, src.m2e2.get("dev"), cfg.dev_docs)}
-    bar.write(f"eval {step + 1:5d} | dev loss "
-              + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
-              + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
-    log.write(json.dumps(record) + "\n")
-    log.flush()
-    try:
-        save_checkpoint(run, net, cfg, tasks, opt, sampler, step + 1)
-    except M.CheckpointError as e:  # this step's update made the weights non-finite (--lr inf, say)
-        sys.exit(f"train.py: {e}")
     return record
 
 

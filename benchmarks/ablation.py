@@ -14,7 +14,7 @@ both train.py's default budget unless given):
     no_relation          the relation source removed from both stages, same steps (S1, S2): the text and image
                          tasks get the relation task's samples
     no_relation_matched  the relation source removed and each stage shortened by the relation task's sampling
-                         share in rmpl (rmpl.task_sampling_weights), so the text and image tasks see as many
+                         share in rmpl (tasks.task_sampling_weights), so the text and image tasks see as many
                          examples as in rmpl: what the relation examples add, not what they take away
     joint                every task of both stages in one stage from scratch, S1 + S2 steps
     stage2_only          the stage-2 tasks trained from scratch, S1 + S2 steps
@@ -50,12 +50,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402  (the training sources, for the relation task's sampling share)
-import rmpl  # noqa: E402  (the stage task lists, so the rows follow the product's definition)
+import tasks  # noqa: E402  (the stage task lists, so the rows follow the product's definition)
 import train  # noqa: E402  (the default budget: train.PRESETS)
 from toy import ensure_data  # noqa: E402  (the default toy world is generated on first use)
 from evaluate import CELLS  # noqa: E402
 
-STAGE1, STAGE2 = rmpl.STAGE_TASKS[1], rmpl.STAGE_TASKS[2]
+STAGE1, STAGE2 = tasks.STAGE_TASKS[1], tasks.STAGE_TASKS[2]
 ROWS = ("rmpl", "grounded", "grounded_type_links", "no_relation", "no_relation_matched", "joint",
         "stage2_only", "stage1_only", "rmpl_lora", "keyword")
 DEFAULT_ROWS = ("rmpl", "grounded", "grounded_type_links", "no_relation", "no_relation_matched", "joint",
@@ -90,7 +90,7 @@ def score(args, ckpt: Path, log: Path, *extra: str) -> dict:
     """Strict F1 of the six cells of ``ckpt`` on dev and test."""
     out = {}
     for split in ("dev", "test"):
-        res = json.loads(sh([sys.executable, "evaluate.py", "--checkpoint", str(ckpt), "--data", args.data,
+        res = json.loads(sh([sys.executable, "rmpl.py", "--checkpoint", str(ckpt), "--data", args.data,
                              "--split", split, "--json", *extra], log, args.threads).strip().splitlines()[-1])
         out[split] = {c: res[c]["f1"] for c in CELLS}
     return out
@@ -102,14 +102,14 @@ def finished(ckpt: Path, steps: int) -> bool:
     return info.exists() and json.loads(info.read_text())["step"] == steps
 
 
-def relation_share(root: str, tasks) -> float:
-    """The relation task's sampling probability in a stage of ``tasks`` (0 without it)."""
-    if "relation" not in tasks:
+def relation_share(root: str, stage_tasks) -> float:
+    """The relation task's sampling probability in a stage of ``stage_tasks`` (0 without it)."""
+    if "relation" not in stage_tasks:
         return 0.0
     src = data.read_sources(root)
-    built = rmpl.build_tasks(tasks, src.ace.get("train", []), src.swig.get("train", []),
+    built = tasks.build_tasks(stage_tasks, src.ace.get("train", []), src.swig.get("train", []),
                              src.mnre.get("train", []))
-    return rmpl.task_sampling_weights(built)["relation"]
+    return tasks.task_sampling_weights(built)["relation"]
 
 
 def keyword_row(args, work: Path, log: Path) -> dict:

@@ -86,7 +86,7 @@ def default_run(s: Session, py: str, data: str, max_steps: int) -> None:
     ok = all(run(s, f"stage{k}", [py, "train.py", "--stage", str(k), "--data", data, "--out", out, *budget])
              is not None for k in (1, 2))
     for split in ("test", "dev") if ok else ():
-        printed = run(s, f"evaluate_{split}", [py, "evaluate.py", "--checkpoint", f"{out}/stage2", "--data",
+        printed = run(s, f"evaluate_{split}", [py, "rmpl.py", "--checkpoint", f"{out}/stage2", "--data",
                                                data, "--split", split, "--json"])
         if printed:
             cells = json.loads(printed.strip().splitlines()[-1])

@@ -29,6 +29,7 @@ import data  # noqa: E402
 import evaluate  # noqa: E402
 import rmpl  # noqa: E402
 import schema as S  # noqa: E402
+import tasks  # noqa: E402
 import tensors  # noqa: E402
 import torch  # noqa: E402
 from toy import ensure_data  # noqa: E402
@@ -39,7 +40,7 @@ CELLS = ("multimedia_mention", "multimedia_argument")
 def present_in_scores(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
     """Precision and recall of present_in records (name span exact, figure box IoU >= 0.5), one
     relation question per head entity, as trained."""
-    asked = [(ex, q) for ex in examples for q in rmpl.relation_examples(ex)]
+    asked = [(ex, q) for ex in examples for q in tasks.relation_examples(ex)]
     outputs = model.run([q for _, q in asked])
     tp = n_pred = n_gold = 0
     for (ex, q), out in zip(asked, outputs):
@@ -77,7 +78,7 @@ def presence_auc(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
     yes = S.REL_TOKENS[rmpl.PRESENT_IN]
     present, absent = (model.tok.encode([token])[0] for token in (yes, S.REL_TOKENS["None"]))
     asked = [(q, at, q.target[at] == yes)  # (question, where, present?)
-             for ex in examples for q in rmpl.relation_examples(ex)
+             for ex in examples for q in tasks.relation_examples(ex)
              if (at := decision_position(q.target)) is not None]
     cfg, scores, device = model.net.cfg, [], next(model.net.parameters()).device
     model.net.eval()

@@ -47,6 +47,7 @@ import tensors  # noqa: E402
 import evaluate  # noqa: E402
 import model as M  # noqa: E402
 import rmpl  # noqa: E402
+import tasks  # noqa: E402
 import schema as S  # noqa: E402
 import toy  # noqa: E402
 import train  # noqa: E402
@@ -87,17 +88,17 @@ def bench_train(args, tmp: Path) -> dict:
     net, tok = train.build_model(cfg, src, tmp / "stage1")
     net.train()
     c = net.cfg
-    tasks = rmpl.build_tasks(rmpl.STAGE_TASKS[1], src.ace["train"], src.swig["train"], src.mnre["train"])
+    built = tasks.build_tasks(tasks.STAGE_TASKS[1], src.ace["train"], src.swig["train"], src.mnre["train"])
     enc = {t: [tensors.encode_example(e, tok, c.image_size, c.max_text_len, c.max_target_len) for e in exs]
-           for t, exs in tasks.items()}
-    sampler = tensors.TaskSampler(enc, rmpl.task_sampling_weights(enc), cfg.batch_size, seed=cfg.seed)
+           for t, exs in built.items()}
+    sampler = tensors.TaskSampler(enc, tasks.task_sampling_weights(enc), cfg.batch_size, seed=cfg.seed)
     batches = [next(sampler) for _ in range(args.warmup + args.steps)]
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
     device, n_patch = torch.device("cpu"), (c.image_size // c.patch_size) ** 2
 
     def fwd_bwd(items):
-        loss, _ = rmpl.multitask_loss(*train.example_losses(net, items, device))
+        loss, _ = tasks.multitask_loss(*train.example_losses(net, items, device))
         loss.backward()
 
     def step(items):
@@ -215,7 +216,7 @@ def bench_memory(args, tmp: Path) -> dict:
     steps = ["--max-steps", str(n), "--eval-every", str(n)] if n else []  # 0: the default runs, whole
     commands = {"stage1": [py, "train.py", "--stage", "1", "--data", args.data, "--out", str(tmp), *steps],
                 "stage2": [py, "train.py", "--stage", "2", "--data", args.data, "--out", str(tmp), *steps],
-                "evaluate": [py, "evaluate.py", "--checkpoint", str(tmp / "stage2"), "--data", args.data, "--json"]}
+                "evaluate": [py, "rmpl.py", "--checkpoint", str(tmp / "stage2"), "--data", args.data, "--json"]}
     out, printed = {}, {}
     for name, cmd in commands.items():
         t = time.perf_counter()

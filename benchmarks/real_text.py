@@ -157,7 +157,7 @@ def run_split(args, k: int) -> dict:
         pred = runs / f"predictions_{split}.jsonl"
         print(f"split {k}: predicting {split} ...", flush=True)
         _, result["seconds"][f"predict_{split}"] = sh(
-            [sys.executable, "evaluate.py", "--checkpoint", str(runs / "stage2"), "--data", str(data),
+            [sys.executable, "rmpl.py", "--checkpoint", str(runs / "stage2"), "--data", str(data),
              "--split", split, "--pred-out", str(pred), "--json"], log)
         result[split] = score(data / "m2e2" / split, pred, log)
     result["seconds"]["total"] = round(sum(result["seconds"].values()), 1)

@@ -29,6 +29,7 @@ import data  # noqa: E402
 import evaluate  # noqa: E402
 import rmpl  # noqa: E402
 import schema as S  # noqa: E402
+import tasks  # noqa: E402
 
 
 def box(t: S.Box) -> tuple:
@@ -93,7 +94,7 @@ def main(argv=None) -> dict:
         n_pred += sum(len(e.arguments) for e in pred.images[img.id])
     out["end_to_end"] = summarise("end to end", total, ious, spurious, n_pred)
     todo = [(img, e) for img in images for e in img.events]
-    prompts = [rmpl._image_example("image_argument", img, [], [S.TYPE_TOKENS[e.event_type]])
+    prompts = [tasks.image_example("image_argument", img, [], [S.TYPE_TOKENS[e.event_type]])
                for img, e in todo]
     outputs = model.run(prompts)
     total, ious, spurious, n_pred, sides = Counter(), [], 0, 0, []

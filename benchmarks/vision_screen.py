@@ -24,15 +24,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import evaluate  # noqa: E402
 import model as M  # noqa: E402
+import rmpl  # noqa: E402
 import train  # noqa: E402
 
 
 def score(checkpoint: Path, data: str, split: str) -> dict:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        evaluate.main(["--checkpoint", str(checkpoint), "--data", data, "--split", split, "--json"])
+        rmpl.main(["--checkpoint", str(checkpoint), "--data", data, "--split", split, "--json"])
     cells = json.loads(buf.getvalue())
     return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict) and "f1" in v}
 

@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 
 import evaluate
 import rmpl
+from run import RunDir
 import toy
 import train
 from data import DataError, read_jmee, read_m2e2, read_mnre, read_swig
@@ -228,16 +229,16 @@ def test_a_device_this_machine_lacks_is_one_line(world, tmp_path, capsys, device
     assert re.fullmatch(rf"train.py: --device: (unknown )?device '{device}'.*", exit_.value.code)
     ckpt = tmp_path / "ckpt"  # the device is picked before the checkpoint's weights are read
     ckpt.mkdir()
-    (ckpt / rmpl.INFO_FILE).write_text("{}")
+    (ckpt / RunDir.INFO).write_text("{}")
     with pytest.raises(SystemExit) as exit_:
-        evaluate.main(["--checkpoint", str(ckpt), "--data", str(world), "--device", device])
+        rmpl.main(["--checkpoint", str(ckpt), "--data", str(world), "--device", device])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert f"device '{device}'" in err, err
 
 
 def test_evaluate_gold_image_too_large(world):
-    """read_m2e2(images=True), as evaluate.py --checkpoint reads the gold: a huge image is refused, not decoded."""
+    """read_m2e2(images=True), as rmpl.py reads the gold: a huge image is refused, not decoded."""
     image = next((gold_dir(world) / "images").iterdir())
     huge_png_header(image)
     with pytest.raises(DataError, match=rf"{image.name}: image .*DecompressionBomb"):

@@ -20,9 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import checkpoints
+
 import model as M
-import rmpl
+from run import RunDir
+import tasks
 import toy
 import train
 
@@ -48,14 +49,14 @@ def base(world, tmp_path_factory):
 
 def train_until(monkeypatch, argv, k):
     """Run train.main(argv) and stop it as if killed right after it wrote its step-k checkpoint."""
-    save = train.save_checkpoint
+    save = RunDir.save_checkpoint
 
-    def save_then_stop(run, net, cfg, tasks, opt, sampler, step):
-        save(run, net, cfg, tasks, opt, sampler, step)
-        if step == k:
+    def save_then_stop(run, net, opt, sampler, info):
+        save(run, net, opt, sampler, info)
+        if info["step"] == k:
             raise KeyboardInterrupt
     with monkeypatch.context() as m:
-        m.setattr(train, "save_checkpoint", save_then_stop)
+        m.setattr(RunDir, "save_checkpoint", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             train.main(argv)
 
@@ -105,7 +106,7 @@ def test_a_kill_anywhere_in_a_checkpoint_write_resumes_exactly(world, tmp_path, 
     train.main([*args, "--out", str(tmp_path / "straight")])
     want = load_file(tmp_path / "straight" / "stage1" / "model.safetensors")
     train_until(monkeypatch, [*args, "--out", str(tmp_path / "at3")], 3)
-    save, resumed_from = train.save_checkpoint, []
+    save, resumed_from = RunDir.save_checkpoint, []
     for cut in itertools.count(1):
         changes = 0  # file-system changes made by the step-6 save so far
         armed = False
@@ -121,13 +122,13 @@ def test_a_kill_anywhere_in_a_checkpoint_write_resumes_exactly(world, tmp_path, 
 
         def save_6(*a):
             nonlocal armed
-            armed = a[-1] == 6
+            armed = a[-1]["step"] == 6
             save(*a)
             armed = False
         out = tmp_path / f"cut{cut}"
         shutil.copytree(tmp_path / "at3", out)
         with monkeypatch.context() as m:
-            m.setattr(train, "save_checkpoint", save_6)
+            m.setattr(RunDir, "save_checkpoint", save_6)
             for obj, name in [(os, "replace"), (Path, "unlink"), (Path, "rmdir")]:
                 m.setattr(obj, name, counted(getattr(obj, name)))
             try:
@@ -141,7 +142,7 @@ def test_a_kill_anywhere_in_a_checkpoint_write_resumes_exactly(world, tmp_path, 
                                  if r.get("resumed")))
         got = load_file(run / "model.safetensors")
         assert all(torch.equal(want[k], got[k]) for k in want), f"cut {cut}: resumed weights differ"
-        assert not (run / checkpoints.PENDING).exists()
+        assert not (run / RunDir.PENDING).exists()
     print("resumed from, per cut point:", resumed_from)
     assert set(resumed_from) == {3, 6} and len(resumed_from) >= 7, resumed_from  # both sides of the commit seen
 
@@ -183,13 +184,13 @@ def test_malicious_train_state_is_refused(world, tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(world, tmp_path, monkeypatch):
-    calls, real = [], rmpl.multitask_loss
+    calls, real = [], tasks.multitask_loss
 
     def nan_at_step_3(*a, **kw):
         calls.append(1)
         loss, parts = real(*a, **kw)
         return (loss * float("nan") if len(calls) == 3 else loss), parts
-    monkeypatch.setattr(rmpl, "multitask_loss", nan_at_step_3)
+    monkeypatch.setattr(train, "multitask_loss", nan_at_step_3)
     with pytest.raises(SystemExit, match="step 3: non-finite loss nan"):
         train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--eval-every", "1"])
     run = tmp_path / "stage1"
@@ -211,10 +212,10 @@ def test_infinite_lr_never_writes_non_finite_weights(world, tmp_path):
 WRITER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
-    import model as M, tensors, train
-    from pathlib import Path
+    import model as M, tensors
+    from run import RunDir
     torch.set_num_threads(1)  # the test runs beside it; two threads each on two cores only thrash
-    run, cfg = Path({run!r}), train.TrainConfig(lora_rank=0)
+    run = RunDir({run!r})
     net = M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"]))
     opt = torch.optim.AdamW(net.parameters())
     sampler = tensors.TaskSampler({{"text_event": list(range(10))}}, {{"text_event": 1.0}}, 2)
@@ -222,7 +223,8 @@ WRITER = textwrap.dedent("""
         with torch.no_grad():
             for p in net.parameters():
                 p.fill_(i)
-        train.save_checkpoint(run, net, cfg, ("text_event",), opt, sampler, i)
+        run.save_checkpoint(net, opt, sampler, dict(stage=1, tasks=["text_event"], step=i,
+                                                     config=dict(lora_rank=0)))
         print(i, flush=True)
 """)
 
@@ -241,10 +243,10 @@ def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done = int(([str(start)] + proc.stdout.read().split())[-1])  # the last checkpoint save_checkpoint finished
-        pending = run / checkpoints.PENDING
+        pending = run / RunDir.PENDING
         outcomes.append(f"+{done - start} " + ("nothing pending" if not pending.exists() else
                                                "committed" if (pending / "COMMITTED").exists() else "uncommitted"))
-        checkpoints.finish_checkpoint(run)
+        RunDir(run).finish_checkpoint()
         weights = {k: t for k, t in load_file(run / "model.safetensors").items()
                    if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}  # buffers
         values = {float(v) for t in weights.values() for v in t.unique()}
@@ -254,6 +256,6 @@ def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
         assert json.loads((run / "rmpl.json").read_text())["step"] == weights_step
         opt = torch.optim.AdamW(M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["small"])).parameters())
         sampler = train.tensors.TaskSampler({"text_event": list(range(10))}, {"text_event": 1.0}, 2)
-        assert checkpoints.load_train_state(run, train.TrainConfig(lora_rank=0), opt, sampler) == weights_step
-        assert not (run / checkpoints.PENDING).exists() and not list(run.glob(".tmp-*"))
+        assert RunDir(run).load_train_state(opt, sampler) == weights_step
+        assert not (run / RunDir.PENDING).exists() and not list(run.glob(".tmp-*"))
     print("SIGKILL outcomes (checkpoints finished, state of the write that was cut):", outcomes)

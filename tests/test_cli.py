@@ -4,6 +4,7 @@ import json
 import pytest
 
 import evaluate
+import rmpl
 import toy
 import train
 
@@ -86,8 +87,8 @@ def test_missing_prediction_file_is_one_clear_line(world, tmp_path, capsys):
 
 def test_predictions_of_two_data_roots_do_not_overwrite_each_other(tmp_path):
     ckpt = tmp_path / "runs" / "stage2"
-    a = evaluate.default_pred_out(ckpt, tmp_path / "toy" / "m2e2" / "test")
-    b = evaluate.default_pred_out(ckpt, tmp_path / "toy_s1" / "m2e2" / "test")
+    a = rmpl.default_pred_out(ckpt, tmp_path / "toy" / "m2e2" / "test")
+    b = rmpl.default_pred_out(ckpt, tmp_path / "toy_s1" / "m2e2" / "test")
     assert a != b and a.parent == b.parent == ckpt
 
 
@@ -96,7 +97,7 @@ def test_grounded_links_on_a_model_without_the_relation_task_is_one_clear_line(w
     train.main(["--stage", "1", "--data", str(world), "--out", str(out), "--tasks", "text_event,image_event", *FAST])
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
-        evaluate.main(["--checkpoint", str(out / "stage1"), "--data", str(world), "--links", "grounded"])
+        rmpl.main(["--checkpoint", str(out / "stage1"), "--data", str(world), "--links", "grounded"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: links='grounded' needs a model whose last stage trained the relation task")

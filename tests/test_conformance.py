@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data import read_m2e2
-from evaluate import CELLS, load_predictions, score
+from evaluate import CELLS, Protocol, load_predictions, score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from peers import gold_lines, mmutf_lines, unicl_lines  # noqa: E402
@@ -43,7 +43,7 @@ def cell(result, name):
 @pytest.mark.parametrize("on", [(), *[(s,) for s in SWITCHES], SWITCHES])
 def test_gold_as_predictions_is_100(gold, tmp_path, on):
     result = score(gold, load_predictions(write_jsonl(tmp_path / "gold.jsonl", gold_lines(gold)), gold),
-                   **{s: True for s in on})
+                   Protocol(**{s: True for s in on}))
     assert {name: cell(result, name)[:3] for name in CELLS} == {name: (100.0, 100.0, 100.0) for name in CELLS}
     if not on:  # (switches change the keys, e.g. unattached_args merges an argument shared by two events)
         # 1,053 = 312 text arguments + 741 boxes, recomputed from the raw files by an independent script
@@ -72,7 +72,7 @@ def test_mmutf_unknown_ids_are_all_images(gold, mmutf):
 
 
 def test_mmutf_keep_events_gold_images_only(gold, mmutf):
-    result = score(gold, mmutf, keep_events=True, gold_images_only=True)
+    result = score(gold, mmutf, Protocol(keep_events=True, gold_images_only=True))
     assert cell(result, "text_mention")[:3] == (76.22, 65.00, 70.16)
     assert cell(result, "image_mention")[:3] == (88.51, 59.08, 70.86)
 
@@ -83,4 +83,4 @@ def test_mmutf_keep_events_gold_images_only(gold, mmutf):
 ])
 def test_unicl(gold, shared_dir, tmp_path, switches, expected):
     pred = load_predictions(write_jsonl(tmp_path / "unicl.jsonl", unicl_lines(shared_dir)), gold)
-    assert cell(score(gold, pred, **switches), "text_mention")[:len(expected)] == expected
+    assert cell(score(gold, pred, Protocol(**switches)), "text_mention")[:len(expected)] == expected

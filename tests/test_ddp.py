@@ -1,6 +1,6 @@
 """DDP (issue 7): 2 CPU processes of batch B train as 1 process of batch 2B, and only rank 0 writes.
 
-rmpl.multitask_loss (with all_reduce) makes every rank backpropagate its share of the *global* batch's multitask loss, so the
+tasks.multitask_loss (with all_reduce) makes every rank backpropagate its share of the *global* batch's multitask loss, so the
 two runs compute the same numbers in another order: what is left is float rounding (the sums are split
 across ranks, sub-batches are padded to other lengths). Measured on this toy world (4 steps, then a
 resume to 6): logged losses equal to their 4 printed decimals, weights within 1.1e-5 (of values up to 1.0;
@@ -132,15 +132,15 @@ def test_images_under_ddp(tmp_path):
 
 
 def test_the_logged_loss_is_the_mean_over_micro_batches(tmp_path, monkeypatch):
-    import rmpl
+    import tasks
     import train as T
-    real, calls = rmpl.multitask_loss, []
+    real, calls = tasks.multitask_loss, []
 
     def known(*a, **kw):  # micro-batch losses 1, 3, 1, 3, ...: the real graph, a known value
         loss, parts = real(*a, **kw)
         calls.append(1.0 + 2.0 * (len(calls) % 2))
         return loss * 0.0 + calls[-1], parts
-    monkeypatch.setattr(rmpl, "multitask_loss", known)
+    monkeypatch.setattr(T, "multitask_loss", known)
     data = toy.generate(tmp_path / "data", seed=0, **TINY)
     T.main(["--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "2", *FAST, "--max-steps", "2",
             "--grad-accum", "2"])

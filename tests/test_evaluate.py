@@ -93,7 +93,8 @@ def write_lines(path, lines):
 
 def run(gold_dir, lines, **switches):
     gold = read_m2e2(gold_dir)
-    return score(gold, load_predictions(write_lines(gold_dir.parent / "pred.jsonl", lines), gold), **switches)
+    return score(gold, load_predictions(write_lines(gold_dir.parent / "pred.jsonl", lines), gold),
+                 evaluate.Protocol(**switches))
 
 
 def counts(result):

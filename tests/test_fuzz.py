@@ -17,7 +17,7 @@ import rmpl
 import schema as S
 import toy
 from data import read_m2e2
-from evaluate import CELLS, load_predictions, score, score_by_type
+from evaluate import CELLS, Protocol, load_predictions, score, score_by_type
 
 TYPES = sorted(S.TEXT_ROLES)
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
@@ -165,8 +165,8 @@ def test_scorer_never_crashes_and_stays_in_range(gold, data, switches):
             warnings.simplefilter("ignore")  # unknown ids warn: expected here
             loaded = load_predictions(path, gold)
     on = dict(zip(("keep_events", "trigger_start", "gold_images_only", "unattached_args"), switches))
-    result = score(gold, loaded, **on)
+    result = score(gold, loaded, Protocol(**on))
     check_cells(result)
     assert result["unknown_ids"] >= 0
-    for cells in score_by_type(gold, loaded, **on).values():
+    for cells in score_by_type(gold, loaded, Protocol(**on)).values():
         check_cells(cells)

@@ -10,14 +10,14 @@ from safetensors.torch import load_file, save_file
 
 import lora
 import model as M
+import run
 
 V, PAD, BOS, EOS = 50, 0, 1, 2
 
 
 def tiny_config(**kw) -> M.ModelConfig:
     cfg = dict(vocab_size=V, d_model=32, n_heads=2, enc_layers=1, dec_layers=2, mlp_ratio=2, dropout=0.0,
-               max_text_len=16, max_target_len=12, image_size=16, patch_size=8, vision_width=16, vision_heads=2,
-               vision_layers=1)
+               max_text_len=16, max_target_len=12, image_size=16, patch_size=8, vision_width=16)
     return M.ModelConfig(**{**cfg, **kw})
 
 
@@ -273,11 +273,11 @@ def test_trainable_parameters_line(size, r, line):
 # ----------------------------------------------------------------------------- checkpoints
 def test_save_load_is_bit_exact(tmp_path):
     m, batch = tiny_model(), make_batch()
-    M.save_model(m, tmp_path / "base.safetensors")
+    run.save_model(m, tmp_path / "base.safetensors")
     assert os.listdir(tmp_path) == ["base.safetensors"]  # the temp file was renamed, not left behind
     with safe_open(str(tmp_path / "base.safetensors"), "pt") as f:
         assert "head.weight" not in f.keys()              # the tied copy is not stored twice
-    loaded = M.load_model(tmp_path / "base.safetensors").eval()
+    loaded = run.load_model(tmp_path / "base.safetensors").eval()
     assert loaded.cfg == m.cfg and loaded.head.weight is loaded.tok_emb.weight
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in m.state_dict().items())
     assert torch.equal(loaded(batch)[0], m(batch)[0])
@@ -286,63 +286,63 @@ def test_save_load_is_bit_exact(tmp_path):
 
 def test_load_names_missing_and_unexpected_keys(tmp_path):
     path = tmp_path / "m.safetensors"
-    M.save_model(tiny_model(), path)
+    run.save_model(tiny_model(), path)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     state = load_file(str(path))
     del state["ln_dec.bias"]
     state["extra.weight"] = torch.zeros(2)
     save_file(state, str(path), metadata=meta)
-    with pytest.raises(M.CheckpointError, match=r"missing keys \['ln_dec.bias'\]; unexpected keys \['extra.weight'\]"):
-        M.load_model(path)
+    with pytest.raises(run.CheckpointError, match=r"missing keys \['ln_dec.bias'\]; unexpected keys \['extra.weight'\]"):
+        run.load_model(path)
     save_file(state, str(path), metadata={**meta, "format": "something"})
-    with pytest.raises(M.CheckpointError, match="not an rmpl-mini/model file"):
-        M.load_model(path)
+    with pytest.raises(run.CheckpointError, match="not an rmpl-mini/model file"):
+        run.load_model(path)
 
 
 def test_adapter_round_trip_and_base_check(tmp_path):
     batch = make_batch()
-    M.save_model(tiny_model(), tmp_path / "base.safetensors")
+    run.save_model(tiny_model(), tmp_path / "base.safetensors")
     m = lora_model()  # same seed: the same base weights
-    M.save_adapter(m, tmp_path / "ad.safetensors", base_ref="base.safetensors")
+    run.save_adapter(m, tmp_path / "ad.safetensors", base_ref="base.safetensors")
     with safe_open(str(tmp_path / "ad.safetensors"), "pt") as f:
         assert all("lora_" in k for k in f.keys()) and f.metadata()["base_ref"] == "base.safetensors"
-    loaded = M.load_adapter(M.load_model(tmp_path / "base.safetensors").eval(), tmp_path / "ad.safetensors")
+    loaded = run.load_adapter(run.load_model(tmp_path / "base.safetensors").eval(), tmp_path / "ad.safetensors")
     assert lora.lora_layers(loaded).keys() == lora.lora_layers(m).keys()
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in m.state_dict().items())
     assert torch.equal(loaded(batch)[0], m(batch)[0])
-    with pytest.raises(M.CheckpointError, match="trained on base 'base.safetensors'"):
-        M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors")
-    assert lora.lora_layers(M.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors", check_base=False))
+    with pytest.raises(run.CheckpointError, match="trained on base 'base.safetensors'"):
+        run.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors")
+    assert lora.lora_layers(run.load_adapter(tiny_model(seed=5), tmp_path / "ad.safetensors", check_base=False))
 
 
 def test_a_bad_adapter_leaves_the_model_as_it_was(tmp_path):
-    M.save_adapter(lora_model(), tmp_path / "ad.safetensors", base_ref="base")
+    run.save_adapter(lora_model(), tmp_path / "ad.safetensors", base_ref="base")
     with safe_open(str(tmp_path / "ad.safetensors"), "pt") as f:
         meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     state.pop(sorted(state)[0])
     save_file(state, str(tmp_path / "bad.safetensors"), metadata=meta)
     model, batch = tiny_model().eval(), make_batch()
     before = model(batch)[0]
-    with pytest.raises(M.CheckpointError, match="missing keys"):
-        M.load_adapter(model, tmp_path / "bad.safetensors")
+    with pytest.raises(run.CheckpointError, match="missing keys"):
+        run.load_adapter(model, tmp_path / "bad.safetensors")
     assert not lora.lora_layers(model) and all(type(m) is not lora.LoRALinear for m in model.modules())
     assert torch.equal(model(batch)[0], before)
-    assert lora.lora_layers(M.load_adapter(model, tmp_path / "ad.safetensors"))  # and it can take a good one
+    assert lora.lora_layers(run.load_adapter(model, tmp_path / "ad.safetensors"))  # and it can take a good one
 
 
 def test_save_refuses_unmerged_lora_and_saves_merged(tmp_path):
     m, batch = lora_model(), make_batch()
-    with pytest.raises(M.CheckpointError, match="unmerged LoRA"):
-        M.save_model(m, tmp_path / "x.safetensors")
+    with pytest.raises(run.CheckpointError, match="unmerged LoRA"):
+        run.save_model(m, tmp_path / "x.safetensors")
     expected = m(batch)[0]
     lora.merge_lora(m)
-    M.save_model(m, tmp_path / "x.safetensors")
-    plain = M.load_model(tmp_path / "x.safetensors").eval()
+    run.save_model(m, tmp_path / "x.safetensors")
+    plain = run.load_model(tmp_path / "x.safetensors").eval()
     assert not lora.lora_layers(plain)
     torch.testing.assert_close(plain(batch)[0], expected, atol=1e-5, rtol=0)
-    with pytest.raises(M.CheckpointError, match="unmerge_lora"):
-        M.save_adapter(m, tmp_path / "a.safetensors", base_ref="x")
+    with pytest.raises(run.CheckpointError, match="unmerge_lora"):
+        run.save_adapter(m, tmp_path / "a.safetensors", base_ref="x")
 
 
 # ----------------------------------------------------------------------------- learning
@@ -375,9 +375,9 @@ def test_frozen_batchnorm_keeps_its_statistics_under_lora():
     m = tiny_model().train()
     lora.mark_only_lora_as_trainable(lora.add_lora(m, r=2))
     bns = [b for b in m.vision.modules() if isinstance(b, nn.BatchNorm2d)]
-    before = M.weights_hash(m), [b.running_mean.clone() for b in bns]
+    before = run.weights_hash(m), [b.running_mean.clone() for b in bns]
     m(make_batch())
-    assert M.weights_hash(m) == before[0] and all(torch.equal(a, b.running_mean) for a, b in zip(before[1], bns))
+    assert run.weights_hash(m) == before[0] and all(torch.equal(a, b.running_mean) for a, b in zip(before[1], bns))
     trainable = tiny_model().train()
     trainable(make_batch())
     assert trainable.vision.stem[0][1].num_batches_tracked == 1  # not frozen: statistics as usual

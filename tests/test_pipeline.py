@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 
 import evaluate
 import lora
-import model as M
 import rmpl
+from run import load_adapter, load_model
 import schema as S
+import tasks
 import tensors
 import toy
 import train
@@ -45,11 +46,11 @@ def test_stage1_stage2_evaluate(world, tmp_path, capsys):
         assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and "dev_loss" in log[-1]
         assert json.loads((run / "rmpl.json").read_text())["step"] == 3
     capsys.readouterr()
-    evaluate.main(["--checkpoint", str(out / "stage2"), "--data", str(world), "--split", "test", "--json"])
+    rmpl.main(["--checkpoint", str(out / "stage2"), "--data", str(world), "--split", "test", "--json"])
     result = json.loads(capsys.readouterr().out)  # exactly one JSON object
     gold = read_m2e2(world / "m2e2" / "test")
     check_cells(result, gold)
-    pred = evaluate.default_pred_out(out / "stage2", world / "m2e2" / "test")
+    pred = rmpl.default_pred_out(out / "stage2", world / "m2e2" / "test")
     assert pred.name == f"predictions_{world.name}_m2e2_test.jsonl"
     ids = {json.loads(line).get("sentence_id") for line in pred.read_text().splitlines()}
     assert set(gold.sentences) <= ids  # one line per sentence at least
@@ -85,18 +86,18 @@ def test_lora_evaluation_scores_what_the_adapter_computes(world, tmp_path, capsy
                 "--init", str(base / "stage1"), "--lora-rank", "4", *FAST, "--dev-docs", "0", "--lr", "0.05"])
     run = tmp_path / "lora" / "stage2"
     capsys.readouterr()
-    evaluate.main(["--checkpoint", str(run), "--data", str(world), "--split", "test", "--json"])
+    rmpl.main(["--checkpoint", str(run), "--data", str(world), "--split", "test", "--json"])
     result = json.loads(capsys.readouterr().out)
     gold = read_m2e2(world / "m2e2" / "test", images=True)
     check_cells(result, gold)
 
-    tok, tasks = tensors.Tokenizer.load(run / "tokenizer.model"), json.loads((run / "rmpl.json").read_text())["tasks"]
-    evaluated = rmpl.RMPL.load(run)  # what evaluate.py runs
-    unmerged = M.load_adapter(M.load_model(run / "model.safetensors"), run / "adapter.safetensors").eval()
+    tok, run_tasks = tensors.Tokenizer.load(run / "tokenizer.model"), json.loads((run / "rmpl.json").read_text())["tasks"]
+    evaluated = rmpl.RMPL.load(run)  # what rmpl.py runs
+    unmerged = load_adapter(load_model(run / "model.safetensors"), run / "adapter.safetensors").eval()
     assert lora.lora_layers(unmerged) and not any(layer.merged for layer in lora.lora_layers(unmerged).values())
-    plain = M.load_model(run / "model.safetensors").eval()
-    examples = [e for s in gold.sentences.values() for e in rmpl.text_examples("text_mention", s)]
-    examples += [e for i in gold.images.values() for e in rmpl.image_examples("image_mention", i)]
+    plain = load_model(run / "model.safetensors").eval()
+    examples = [e for s in gold.sentences.values() for e in tasks.text_examples("text_mention", s)]
+    examples += [e for i in gold.images.values() for e in tasks.image_examples("image_mention", i)]
     cfg = plain.cfg
     batch = tensors.collate([tensors.encode_example(e, tok, cfg.image_size, cfg.max_text_len, cfg.max_target_len)
                           for e in examples], tok.pad_id)
@@ -105,10 +106,10 @@ def test_lora_evaluation_scores_what_the_adapter_computes(world, tmp_path, capsy
         torch.testing.assert_close(evaluated.net(batch)[0], logits, atol=1e-4, rtol=0)
         assert (plain(batch)[0] - logits).abs().max() > 0.1  # the adapter matters
 
-    extractor = rmpl.RMPL(unmerged, tok, tasks)
+    extractor = rmpl.RMPL(unmerged, tok, run_tasks)
     assert evaluated.run(examples) == extractor.run(examples)  # the same greedy tokens
     pred = extractor.predict(list(gold.sentences.values()), list(gold.images.values()))
-    written = [json.loads(line) for line in evaluate.default_pred_out(run, world / "m2e2" / "test").read_text().splitlines()]
+    written = [json.loads(line) for line in rmpl.default_pred_out(run, world / "m2e2" / "test").read_text().splitlines()]
     assert written == json.loads(json.dumps(rmpl.prediction_lines(pred)))
     assert evaluate.score(gold, pred) == result
 
@@ -124,7 +125,7 @@ def test_same_seed_same_weights(world, tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error(world, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        evaluate.main(["--checkpoint", str(tmp_path / "nothing"), "--data", str(world)])
+        rmpl.main(["--checkpoint", str(tmp_path / "nothing"), "--data", str(world)])
     assert e.value.code == 2 and "no trained model here" in capsys.readouterr().err
 
 
@@ -154,7 +155,7 @@ def test_prediction_files_score_as_in_memory(tmp_path, monkeypatch, capsys, seed
     monkeypatch.setattr(rmpl.RMPL, "run", babble)
     pred_file = tmp_path / "pred.jsonl"
     capsys.readouterr()
-    evaluate.main(["--checkpoint", str(out / "stage1"), "--data", str(world), "--split", "test", "--json",
+    rmpl.main(["--checkpoint", str(out / "stage1"), "--data", str(world), "--split", "test", "--json",
                    "--pred-out", str(pred_file)])
     in_memory = json.loads(capsys.readouterr().out)
     evaluate.main(["--gold", str(world / "m2e2" / "test"), "--pred", str(pred_file), "--json"])

@@ -13,6 +13,7 @@ import evaluate
 import model as M
 import rmpl
 import schema as S
+import tasks
 import tensors
 import train
 
@@ -128,8 +129,8 @@ def test_cut_prompts_are_counted_at_inference():
     cfg = M.ModelConfig(vocab_size=tok.vocab_size, pad_id=0, bos_id=2, eos_id=3, max_text_len=8, max_target_len=4,
                         **M.MODEL_SIZES["tiny"])
     extractor = rmpl.RMPL(M.Seq2Seq(cfg), tok)
-    short = tensors.Example("text_mention", [S.TASK_TOKENS["text_mention"], S.SEP, "troops"], [])
-    long = tensors.Example("text_mention", [S.TASK_TOKENS["text_mention"], S.SEP, *words], [])
+    short = tasks.Example("text_mention", [S.TASK_TOKENS["text_mention"], S.SEP, "troops"], [])
+    long = tasks.Example("text_mention", [S.TASK_TOKENS["text_mention"], S.SEP, *words], [])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         extractor.run([short])  # nothing cut, nothing said
@@ -142,7 +143,7 @@ def test_max_text_len_is_a_train_flag_that_sizes_the_model():
     assert cfg.max_text_len == 256 and train.parse_args([]).max_text_len == 128
     src = data.Sources(ace={"train": [S.Sentence("a-0", ("troops", "attacked", "the", "town"))]},
                        swig={}, mnre={}, m2e2={})
-    net, _ = train.new_model(train.TrainConfig(vocab_size=500, max_text_len=256), src)
+    net, _ = train.new_network(train.TrainConfig(vocab_size=500, max_text_len=256), src)
     assert net.cfg.max_text_len == 256 and net.text_pos.weight.shape[0] == 256
     with pytest.raises(SystemExit):
         train.parse_args(["--max-text-len", "0"])

@@ -10,8 +10,9 @@ from PIL import Image as PILImage, ImageDraw
 
 import schema
 from data import DataError
-from tensors import (EOS_ID, FIRST_SPECIAL_ID, IMAGE_MEAN, IMAGE_STD, PAD_ID, Example, ImageCache, TaskSampler,
-                     Tokenizer, collate, encode_example, hflip, load_image, tempered_weights)
+from tasks import Example, tempered_weights
+from tensors import (EOS_ID, FIRST_SPECIAL_ID, IMAGE_MEAN, IMAGE_STD, PAD_ID, ImageCache, TaskSampler,
+                     Tokenizer, collate, cuts, encode_example, hflip, load_image)
 
 CORPUS = ["the rebels bombed Aleppo on Monday", "police arrested the man in Paris",
           "Anna married Bob , and they flew to Rome", "soldiers killed three people near the border",
@@ -257,12 +258,10 @@ def test_encode_and_collate(tmp_path):
 def test_truncation_is_counted():
     t = tok()
     ex = Example("text_event", ["<task:text_event>"] + ["<sep>"] * 9, ["<head>"] * 5)
-    counts = Counter()
-    e = encode_example(ex, t, 8, max_input_len=4, max_target_len=3, counts=counts)
+    e = encode_example(ex, t, 8, max_input_len=4, max_target_len=3)
     assert (len(e["input_ids"]), e["input_cut"]) == (4, 6) and (len(e["target_ids"]), e["target_cut"]) == (3, 3)
     assert EOS_ID not in e["target_ids"].tolist()  # a cut target does not teach the model to stop there
-    encode_example(ex, t, 8, counts=counts)
-    assert counts == Counter(examples=2, input_truncated=1, target_truncated=1)
+    assert cuts([e, encode_example(ex, t, 8)]) == Counter(examples=2, input_truncated=1, target_truncated=1)
 
 
 def test_encode_refuses_bad_examples(tmp_path):
@@ -326,7 +325,7 @@ def test_resume_gives_the_identical_continuation():
 
 def test_rank_shards_are_disjoint_and_make_up_the_global_batch():
     data, weights = datasets({"text_event": 40, "image_event": 40}), {"text_event": 1, "image_event": 1}
-    ranks = [TaskSampler(data, weights, 3, seed=0, rank=r, world_size=2) for r in range(2)]
+    ranks = [TaskSampler(data, weights, 3, seed=0, shard=(r, 2)) for r in range(2)]
     single = TaskSampler(data, weights, 6, seed=0)
     seen = [[], []]
     for _ in range(4):  # 24 draws: less than an epoch of either task
@@ -409,7 +408,7 @@ def test_sampler_flips_by_step(tmp_path):
     path, _ = _figure_image(tmp_path, (64, 32), [(0, 0, 16, 16)])
     ex = Example("image_mention", ["<task:image_mention>"], [], image=path, size=(64, 32))
     enc = encode_example(ex, tok(), 16)
-    sampler = lambda: TaskSampler({"image_mention": [enc]}, {"image_mention": 1.0}, 1, hflip=0.5)
+    sampler = lambda: TaskSampler({"image_mention": [enc]}, {"image_mention": 1.0}, 1, flip_prob=0.5)
     runs = [[batch[0]["image"] for _, batch in zip(range(20), sampler())] for _ in range(2)]
     flipped = [not torch.equal(x, enc["image"]) for x in runs[0]]
     assert 0 < sum(flipped) < 20 and all(torch.equal(a, b) for a, b in zip(*runs))

@@ -1,0 +1,375 @@
+"""A run directory: the files one training stage writes, and how they are read back.
+
+``{out}/stage{k}/`` holds
+
+    model.safetensors   base weights with their ModelConfig        (save_model / load_model)
+    adapter.safetensors LoRA tensors and the hash of their base     (save_adapter / load_adapter)
+    tokenizer.model     the sentencepiece model                     (tensors.Tokenizer)
+    rmpl.json           stage, tasks, step and the training config of the checkpoint
+    train_state.pt      optimizer moments, sampler position, RNG states, step, the weights' sha256
+    log.jsonl           one JSON line per log interval and per evaluation, appended
+
+``RunDir`` owns these names. A checkpoint (weights, rmpl.json, train_state.pt) is written as one
+unit that a kill cannot tear: its files are staged in ``.pending/``, committed by an empty
+COMMITTED file, then moved in; whatever a kill interrupts, the next start finds the previous
+checkpoint or the new one, whole. Every file is written atomically (temp file, fsync, rename).
+
+Weights are safetensors files that carry their ``ModelConfig`` (and ``schema.SCHEMA_VERSION``) as
+JSON metadata, so ``load_model(path)`` rebuilds the network from its own file; an adapter file
+carries its LoRA config and the hash of the base it belongs to.
+
+What this file does not do: define the network (model.py) or LoRA (lora.py), decide when to save
+(train.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+import schema
+import tensors
+from lora import add_lora, lora_layers, lora_state_dict, mark_only_lora_as_trainable, remove_lora
+from model import ModelConfig, Seq2Seq
+
+
+# ============================================================================= weights files
+class CheckpointError(ValueError):
+    """A checkpoint or adapter file that does not fit:
+    wrong kind, missing/unexpected keys, other base."""
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write a temp file in the same directory, fsync, rename, fsync the directory: a crash (or a
+    power cut) leaves the old file or the new one, never a torn one. A killed writer may leave a
+    ``.tmp-*`` file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    fsync_dir(folder)  # the rename itself is durable only once the directory is synced
+
+
+def fsync_dir(folder) -> None:
+    """Make the renames and deletions in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_metadata(path, kind: str) -> dict[str, str]:
+    with safe_open(os.fspath(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != kind:
+        raise CheckpointError(f"{path}: not an {kind} file "
+                              f"(metadata format={meta.get('format')!r})")
+    if meta.get("schema_version") != schema.SCHEMA_VERSION:
+        raise CheckpointError(f"{path}: written for schema version "
+                              f"{meta.get('schema_version')!r}, this code has "
+                              f"{schema.SCHEMA_VERSION!r} (the token ids would mean other things)")
+    return meta
+
+
+def _base_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The base weights, contiguous: no LoRA tensors, no tied head
+    (safetensors refuses shared memory)."""
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()
+            if "lora_" not in k and k != "head.weight"}
+
+
+def _check_keys(path, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    shapes = [f"{k}: file {tuple(got[k].shape)}, model {tuple(expected[k].shape)}"
+              for k in sorted(set(got) & set(expected)) if got[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{path}: missing keys {missing}; unexpected keys {unexpected}; "
+                              f"wrong shapes {shapes}")
+
+
+def weights_hash(model: nn.Module) -> str:
+    """A short sha256 of the base weights (names and bytes):
+    ties an adapter to the base it was trained on."""
+    h = hashlib.sha256()
+    for k, v in sorted(_base_state(model).items()):
+        h.update(k.encode())
+        h.update(v.cpu().flatten().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_model(model: Seq2Seq, path) -> None:
+    """Save the base weights and the config.
+
+    LoRA layers must be merged (their update is then in the weights).
+    """
+    if any(not m.merged for m in lora_layers(model).values()):
+        raise CheckpointError(f"{path}: the model has unmerged LoRA layers; "
+                              f"merge_lora(model) bakes them into the base weights, "
+                              f"save_adapter(...) saves them apart")
+    meta = {"format": "rmpl-mini/model", "schema_version": schema.SCHEMA_VERSION,
+            "config": json.dumps(asdict(model.cfg))}
+    write_atomic(path, save({k: v.cpu() for k, v in _base_state(model).items()}, metadata=meta))
+
+
+def load_model(path, device="cpu") -> Seq2Seq:
+    """Rebuild a Seq2Seq from the file's own config and load its weights;
+    refuses missing/unexpected keys."""
+    cfg = model_config(path, json.loads(_read_metadata(path, "rmpl-mini/model")["config"]))
+    model = Seq2Seq(cfg).to(device)
+    state = load_file(os.fspath(path), device=str(device))
+    _check_keys(path, _base_state(model), state)
+    # strict would ask for head.weight, which is tok_emb.weight
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def save_adapter(model: nn.Module, path, base_ref: str) -> None:
+    """Save only the LoRA tensors, their config, and the base they belong to
+    (``base_ref`` + weights hash)."""
+    layers = lora_layers(model)
+    if not layers:
+        raise CheckpointError(f"{path}: the model has no LoRA layers to save")
+    # merged weights are not the base any more: the hash would lie
+    if any(m.merged for m in layers.values()):
+        raise CheckpointError(f"{path}: unmerge_lora(model) before save_adapter")
+    first = next(iter(layers.values()))
+    lora_config = {"r": first.r, "lora_alpha": first.lora_alpha,
+                   "lora_dropout": first.lora_dropout.p,
+                   "targets": sorted(layers)}  # full module names: load_adapter wraps exactly these
+    meta = {"format": "rmpl-mini/adapter", "schema_version": schema.SCHEMA_VERSION,
+            "base_ref": base_ref, "base_hash": weights_hash(model),
+            "lora_config": json.dumps(lora_config)}
+    write_atomic(path, save({k: v.cpu().contiguous() for k, v in lora_state_dict(model).items()},
+                            metadata=meta))
+
+
+def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
+    """Add LoRA layers to a plain model as the file says, and load them. Refuses an adapter
+    trained on other base weights unless ``check_base=False``. Returns the model."""
+    meta = _read_metadata(path, "rmpl-mini/adapter")
+    if check_base and weights_hash(model) != meta["base_hash"]:
+        raise CheckpointError(f"{path}: adapter was trained on base {meta['base_ref']!r} "
+                              f"(weights hash {meta['base_hash']}), "
+                              f"this model's weights hash to {weights_hash(model)}; "
+                              f"pass check_base=False to load it anyway")
+    c = json.loads(meta["lora_config"])
+    add_lora(model, c["targets"], c["r"], c["lora_alpha"], c["lora_dropout"])
+    try:
+        state = load_file(os.fspath(path), device=str(next(model.parameters()).device))
+        _check_keys(path, lora_state_dict(model), state)
+    except BaseException:  # leave the model as it came
+        remove_lora(model)
+        raise
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def model_config(path, values: dict) -> ModelConfig:
+    """The ModelConfig a weights file was saved with; fields this code does not know are an error
+    that names them (a file of another version), not a TypeError."""
+    unknown = sorted(set(values) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise CheckpointError(f"{path}: its config has fields this code does not know "
+                              f"({', '.join(unknown)}): written by another version of model.py")
+    return ModelConfig(**values)
+
+
+# ============================================================================= the run directory
+class RunDir:
+    """One training stage's directory (module docstring): its files, its checkpoints, and the
+    network and tokenizer it holds."""
+    MODEL = "model.safetensors"
+    ADAPTER = "adapter.safetensors"
+    TOKENIZER = "tokenizer.model"
+    INFO = "rmpl.json"
+    STATE = "train_state.pt"
+    LOG = "log.jsonl"
+    PENDING = ".pending"  # a checkpoint being written; "COMMITTED" inside it marks it whole
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def holds_run(self) -> bool:
+        """A stage was started here (it has written its config or its log)."""
+        return (self / self.INFO).exists() or (self / self.LOG).exists()
+
+    def has_model(self) -> bool:
+        return (self / self.MODEL).is_file()
+
+    def info(self) -> dict:
+        """rmpl.json: {"stage", "tasks", "step", "config"} of the last checkpoint."""
+        return json.loads((self / self.INFO).read_text())
+
+    # ------------------------------------------------------------------------- opening
+    def tokenizer(self) -> tensors.Tokenizer:
+        return tensors.Tokenizer.load(self / self.TOKENIZER)
+
+    def open_network(self, device="cpu", lora: str = "merged") -> Seq2Seq:
+        """The base weights, with the adapter beside them if there is one: ``lora="merged"``
+        bakes it into plain weights (inference, or a new stage starting from this one);
+        ``"trainable"`` keeps the LoRA layers and makes only them trainable (resuming a LoRA
+        run; load_adapter checks that the base is the one they were trained on)."""
+        net = load_model(self / self.MODEL, device)
+        if (self / self.ADAPTER).exists():
+            load_adapter(net, self / self.ADAPTER)
+            if lora == "merged":
+                remove_lora(net, merge=True)
+            else:
+                mark_only_lora_as_trainable(net)
+        return net
+
+    def save_tokenizer(self, tok: tensors.Tokenizer) -> None:
+        tok.save(self / self.TOKENIZER)
+
+    def save_base(self, net: Seq2Seq) -> None:
+        """The base a LoRA run's adapters belong to, copied in so the run stands on its own."""
+        save_model(net, self / self.MODEL)
+
+    # ------------------------------------------------------------------------- checkpoints
+    def _weights_file(self, lora: bool) -> Path:
+        return self / (self.ADAPTER if lora else self.MODEL)
+
+    def save_checkpoint(self, net, opt, sampler, info: dict) -> None:
+        """The weights, rmpl.json (``info``: stage, tasks, step, config) and train_state.pt of one
+        step, as one unit that a kill cannot tear. They are written into ``.pending/`` (each
+        atomically), then the empty file COMMITTED is written there, then they are moved into the
+        run (finish_checkpoint). A kill before COMMITTED leaves the previous checkpoint untouched;
+        a kill after it leaves a whole checkpoint that finish_checkpoint moves in. Non-finite
+        weights are refused before anything is written, so a diverged run never replaces a good
+        checkpoint. A network with LoRA layers saves only its adapter."""
+        check_finite(net, f"{self}: step {info['step']}")
+        self.finish_checkpoint()  # one a kill interrupted; then .pending/ is free
+        pending = self / self.PENDING
+        pending.mkdir()
+        lora = bool(lora_layers(net))
+        weights = pending / self._weights_file(lora).name
+        if lora:
+            save_adapter(net, weights, base_ref=str(self / self.MODEL))
+        else:
+            save_model(net, weights)
+        write_atomic(pending / self.INFO, json.dumps(info, indent=1).encode())
+        state = {"step": info["step"], "weights_sha256": _sha256(weights),
+                 "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
+                 "rng": rng_states()}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_atomic(pending / self.STATE, buf.getvalue())
+        write_atomic(pending / "COMMITTED", b"")  # the commit point
+        self.finish_checkpoint()
+
+    def finish_checkpoint(self) -> None:
+        """Settle a checkpoint write that a kill may have interrupted: a committed ``.pending/``
+        is moved into the run (file by file; a kill here is settled by the next call), an
+        uncommitted one is deleted. Afterwards the run's files are one whole checkpoint: the new
+        one or the previous one."""
+        pending = self / self.PENDING
+        if not pending.is_dir():
+            return
+        committed = (pending / "COMMITTED").exists()
+        # COMMITTED stays to the end, so a kill in this loop is settled the same way
+        for f in list(pending.iterdir()):
+            if f.name == "COMMITTED":
+                continue
+            if committed:
+                os.replace(f, self / f.name)
+            else:
+                f.unlink()  # the pending files, and temp files of a write that was cut off
+        fsync_dir(self.path)
+        (pending / "COMMITTED").unlink(missing_ok=True)
+        pending.rmdir()
+        fsync_dir(self.path)
+
+    def load_train_state(self, opt, sampler) -> int:
+        """Restore the optimizer moments, the sampler's position and every RNG; return the step.
+        The weights are in the network already (open_network). ``weights_only=True`` unpickles
+        tensors and plain containers only, so a tampered train_state.pt cannot run code; it is
+        refused with a CheckpointError, as is a state that does not belong with the weights
+        beside it (files copied from different checkpoints by hand: a kill cannot do it)."""
+        state = self._read_state()
+        info = self.info()
+        weights = self._weights_file(bool(info["config"].get("lora_rank")))
+        if state["weights_sha256"] != _sha256(weights) or info["step"] != state["step"]:
+            raise CheckpointError(
+                f"{self}: {self.STATE} (step {state['step']}) does not belong with "
+                f"{weights.name} and {self.INFO} (step {info['step']}): the files come from "
+                f"different checkpoints. The optimizer state of these weights is missing, so an "
+                f"exact resume is impossible; put back the matching files or start the stage "
+                f"again")
+        opt.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        set_rng_states(state["rng"])
+        return state["step"]
+
+    def _read_state(self) -> dict:
+        path = self / self.STATE
+        try:
+            state = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(f"{path}: refused: it holds pickled objects other than tensors "
+                                  f"and plain containers (loading them could run code; train.py "
+                                  f"never writes any). torch: {str(e).splitlines()[0]}")
+        except (RuntimeError, EOFError) as e:
+            raise CheckpointError(f"{path}: not a readable train state ({e})")
+        if not {"weights_sha256", "rng"} <= set(state):
+            raise CheckpointError(f"{path}: written by an older train.py (no weights hash or RNG "
+                                  f"states); it cannot be resumed exactly")
+        return state
+
+
+def check_finite(net: nn.Module, where: str) -> None:
+    """Refuse non-finite weights (one fused pass; the names on failure)."""
+    if torch.isfinite(torch.nn.utils.get_total_norm(list(net.parameters()))):
+        return
+    bad = ([n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
+           or ["(their norm overflows)"])
+    raise CheckpointError(f"{where}: non-finite weights in {', '.join(bad[:3])}"
+                          f"{' ...' if len(bad) > 3 else ''}; checkpoint not written, "
+                          f"the last one is kept")
+
+
+def rng_states() -> dict:
+    """Every RNG's state. numpy's ("MT19937", uint32 keys, pos, has_gauss, gauss) keeps its keys
+    as a list, so that torch.load(weights_only=True) reads it back."""
+    np_rng = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (np_rng[0], np_rng[1].tolist(), *np_rng[2:]),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(rng: dict) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32),
+                         *rng["numpy"][2:]))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

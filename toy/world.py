@@ -42,8 +42,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from schema import EVENT_TYPES, IMAGE_ROLES
-from toy_pictures import ANON, CAST, draw_scene
-from toy_text import NAME_OF, OTHER_ACE, Builder, Story, headed, sentence
+
+from .pictures import ANON, CAST, draw_scene
+from .text import NAME_OF, OTHER_ACE, Builder, Story, headed, sentence
 
 TYPES = list(EVENT_TYPES)
 DEFAULT_DATA = "data/toy"  # train.py's and the benchmarks' default --data

@@ -29,8 +29,9 @@ from PIL import Image as PILImage, ImageDraw
 import data
 import evaluate
 from schema import EVENT_TYPES, IMAGE_ROLES
-from toy_pictures import CAST, INK
-from toy_text import ANON_NOUNS, GROUPS, ORGS, PLACES, POLICE_WORDS, TEMPLATES
+
+from .pictures import CAST, INK
+from .text import ANON_NOUNS, GROUPS, ORGS, PLACES, POLICE_WORDS, TEMPLATES
 
 
 def _order(x):  # sentences and images in document order: by doc id, then by their number in it

@@ -22,7 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from schema import IMAGE_ROLES
-from toy_pictures import ANON, CAST, POLICE
+
+from .pictures import ANON, CAST, POLICE
 
 # ============================================================================= the vocabulary
 NAME_OF = {c: n for n, c in CAST.items()}  # shirt colour -> name

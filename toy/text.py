@@ -12,8 +12,8 @@ One event and its participants form a Story; every sentence and picture that sho
 Every choice is drawn from the random stream passed in, in a fixed order: changing the order of the
 draws below changes the generated world.
 
-What this file does not do: draw (toy_pictures.py), write files or decide how many sentences of
-which kind a source gets (toy.py).
+What this file does not do: draw (pictures.py), write files or decide how many sentences of which
+kind a source gets (world.py).
 """
 from __future__ import annotations
 

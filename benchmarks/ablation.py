@@ -20,7 +20,7 @@ both train.py's default budget unless given):
     stage2_only          the stage-2 tasks trained from scratch, S1 + S2 steps
     stage1_only          stage 1 alone, S1 + S2 steps, evaluated directly (one-pass extraction)
     rmpl_lora            rmpl's stage-1 model of the same seed -> stage 2 with LoRA r=16 (lr --lora-lr)
-    keyword              toy_tools.py's keyword baseline (deterministic: one run, no seed)
+    keyword              toy/tools.py's keyword baseline (deterministic: one run, no seed)
 
 --rows picks some (default: the issue-12 study, DEFAULT_ROWS). Every run is scored with ``evaluate.py --json``
 on the dev AND the test split (strict protocol, six cells); links by type, except in the grounded row.
@@ -117,7 +117,7 @@ def keyword_row(args, work: Path, log: Path) -> dict:
     for split in ("dev", "test"):
         pred = work / "keyword" / f"keyword_{split}.jsonl"
         pred.parent.mkdir(parents=True, exist_ok=True)
-        sh([sys.executable, "toy_tools.py", "baseline", args.data, "--split", split, "--pred", str(pred)],
+        sh([sys.executable, "-m", "toy.tools", "baseline", args.data, "--split", split, "--pred", str(pred)],
            log, args.threads)
         res = json.loads(sh([sys.executable, "evaluate.py", "--gold", f"{args.data}/m2e2/{split}", "--pred",
                              str(pred), "--json"], log, args.threads).strip().splitlines()[-1])

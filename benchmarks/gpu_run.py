@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
                         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                         "cpu_threads": torch.get_num_threads()}
     if not args.data:
-        run(s, "data", [py, "toy.py", "--out", data])
+        run(s, "data", [py, "-m", "toy", "--out", data])
     short = ["--stage", "1", "--data", data, "--max-steps", str(args.steps), "--eval-every",
              str(args.steps), "--dev-docs", "0"]
     torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "train.py"]

@@ -15,9 +15,9 @@ from PIL import Image as PILImage
 import data
 import evaluate
 import toy
-import toy_tools
+import toy.tools
 from schema import EVENT_TYPES, IMAGE_ROLES, Box, Span
-from toy_pictures import CAST
+from toy.pictures import CAST
 
 SMALL = dict(ace_train=40, ace_dev=10, ace_test=10, swig_train=24, swig_dev=6, swig_test=6,
              mnre_train=20, mnre_dev=6, mnre_test=6, m2e2_dev=8, m2e2_test=8)
@@ -53,12 +53,12 @@ def test_deterministic(world, tmp_path):
 
 def test_command_line_writes_the_same_world(world, tmp_path):
     sizes = [x for k, v in SMALL.items() for x in (f"--{k.replace('_', '-')}", str(v))]
-    toy.main(["--out", str(tmp_path / "cli"), "--seed", "0", *sizes])
+    toy.world.main(["--out", str(tmp_path / "cli"), "--seed", "0", *sizes])
     assert files(tmp_path / "cli") == files(world)
     with pytest.raises(SystemExit):  # no --out: refused before anything is written
-        toy.main(["--seed", "0"])
+        toy.world.main(["--seed", "0"])
     with pytest.raises(SystemExit):  # draw without --doc / --png is refused before anything is done
-        toy_tools.main(["draw", str(world)])
+        toy.tools.main(["draw", str(world)])
 
 
 def test_generator_imports_neither_scorer_nor_trainer():
@@ -67,8 +67,8 @@ def test_generator_imports_neither_scorer_nor_trainer():
     run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                          check=True)
     loaded = set(run.stdout.split())
-    assert {"toy", "toy_text", "toy_pictures"} <= loaded
-    assert not loaded & {"evaluate", "train", "rmpl", "model", "data", "torch", "toy_tools"}
+    assert {"toy", "toy.world", "toy.text", "toy.pictures"} <= loaded
+    assert not loaded & {"evaluate", "train", "rmpl", "model", "data", "torch", "toy.tools"}
 
 
 def test_ensure_data_generates_only_the_default(tmp_path, monkeypatch, capsys):
@@ -78,7 +78,7 @@ def test_ensure_data_generates_only_the_default(tmp_path, monkeypatch, capsys):
         made.append((Path(root), seed))
         Path(root).mkdir()
 
-    monkeypatch.setattr(toy, "generate", generate)
+    monkeypatch.setattr(toy.world, "generate", generate)  # what ensure_data calls
     default = tmp_path / "default"
     assert toy.ensure_data(str(default), default=str(default)) == default
     assert toy.ensure_data(str(default), default=str(default)) == default  # second use: there
@@ -134,15 +134,15 @@ def test_swig_read_back(world, sources):
         im = by_id[Path(name).stem]
         assert im.size == (rec["width"], rec["height"])
         assert 96 <= im.size[0] <= 160 and 96 <= im.size[1] <= 160
-        if rec["verb"] in toy.SWIG_VERBS:
-            t, roles = toy.SWIG_VERBS[rec["verb"]]
+        if rec["verb"] in toy.world.SWIG_VERBS:
+            t, roles = toy.world.SWIG_VERBS[rec["verb"]]
             (event,) = im.events
             boxes = sorted(tuple(b) for r, b in rec["bb"].items() if b != [-1, -1, -1, -1])
             assert event.event_type == t and len(boxes) >= 1
             got = sorted((b.x1, b.y1, b.x2, b.y2) for b in (a.target for a in event.arguments))
             assert got == boxes
         else:
-            assert rec["verb"] in toy.NO_EVENT_VERBS and im.events == ()
+            assert rec["verb"] in toy.world.NO_EVENT_VERBS and im.events == ()
 
 
 def _has_colour(path, box, colour, at_least=4) -> bool:
@@ -176,7 +176,7 @@ def test_m2e2_read_back_and_cross_media(sources):
         for im in m.images.values():
             assert im.path and im.size
         # every link is a same-type pair; decoys are not linked
-        linked, pairs = toy_tools.same_type_pairs(m)
+        linked, pairs = toy.tools.same_type_pairs(m)
         assert linked == len({(x.sentence_id, x.image_id, x.event_type) for x in m.links}) <= pairs
         for link in m.links:
             s, im = m.sentences[link.sentence_id], m.images[link.image_id]
@@ -223,12 +223,12 @@ def test_no_evaluation_leakage(world, sources):
     ("The weather in Karsk was cold .", []),
 ])
 def test_keyword_events(words, expected):
-    assert toy_tools.keyword_events(words.split()) == expected
+    assert toy.tools.keyword_events(words.split()) == expected
 
 
 def test_baseline_writes_a_scorable_file(world, tmp_path):
     pred = tmp_path / "kw.jsonl"
-    toy_tools.main(["baseline", str(world), "--split", "test", "--pred", str(pred)])
+    toy.tools.main(["baseline", str(world), "--split", "test", "--pred", str(pred)])
     gold = data.read_m2e2(world / "m2e2" / "test")
     cells = evaluate.score(gold, evaluate.load_predictions(pred, gold))
     assert cells["unknown_ids"] == 0
@@ -239,10 +239,10 @@ def test_baseline_writes_a_scorable_file(world, tmp_path):
 
 
 def test_stats_and_draw(world, tmp_path, capsys):
-    toy_tools.main(["stats", str(world)])
+    toy.tools.main(["stats", str(world)])
     out = capsys.readouterr().out
     assert "| ace | train | 40 |" in out and "m2e2 text" in out and "mnre train" in out
     doc = "toy-test-000"
-    png = toy_tools.draw_doc(world, "test", doc, tmp_path / "doc.png")
+    png = toy.tools.draw_doc(world, "test", doc, tmp_path / "doc.png")
     with PILImage.open(png) as im:
         assert im.width >= 200 and im.height > 100

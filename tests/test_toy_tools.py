@@ -1,4 +1,4 @@
-"""The toy tools' command line (toy_tools.main): what a person sees on good input, and one
+"""The toy tools' command line (toy/tools.py's main): what a person sees on good input, and one
 `error: ...` line with exit status 2, never a traceback, on each bad input."""
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image as PILImage
 
 import toy
-import toy_tools
+import toy.tools
 
 TINY = dict(ace_train=4, ace_dev=2, ace_test=2, swig_train=4, swig_dev=2, swig_test=2, mnre_train=2,
             mnre_dev=2, mnre_test=2, m2e2_dev=3, m2e2_test=3)
@@ -23,7 +23,7 @@ def refused(argv, capsys) -> str:
     """Run the command line, expect exit status 2; returns its one stderr line."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        toy_tools.main(argv)
+        toy.tools.main(argv)
     out, err = capsys.readouterr()
     assert e.value.code == 2 and out == ""
     lines = err.splitlines()
@@ -33,10 +33,10 @@ def refused(argv, capsys) -> str:
 
 def test_baseline_then_draw_its_predictions(world, tmp_path, capsys):
     pred, png = tmp_path / "kw.jsonl", tmp_path / "doc.png"
-    toy_tools.main(["baseline", str(world), "--split", "dev", "--pred", str(pred)])
+    toy.tools.main(["baseline", str(world), "--split", "dev", "--pred", str(pred)])
     assert capsys.readouterr().out.startswith("wrote ")
     assert all(json.loads(line) for line in pred.read_text().splitlines())
-    toy_tools.main(["draw", str(world), "--split", "dev", "--doc", "toy-dev-001", "--png", str(png),
+    toy.tools.main(["draw", str(world), "--split", "dev", "--doc", "toy-dev-001", "--png", str(png),
                     "--pred", str(pred)])
     assert capsys.readouterr().out == f"drew {png}\n"
     with PILImage.open(png) as im:
@@ -100,7 +100,7 @@ def test_off_image_box_is_drawn_clipped(world, tmp_path, capsys):
     victim = {"role": "Victim", "bbox": [0, 0, 1e300, 1e300]}
     event = {"event_type": "Life:Die", "arguments": [victim]}
     pred.write_text(json.dumps({"image_id": "toy-test-000_0", "events": [event]}) + "\n")
-    toy_tools.main(["draw", str(world), "--doc", "toy-test-000", "--png", str(tmp_path / "d.png"),
+    toy.tools.main(["draw", str(world), "--doc", "toy-test-000", "--png", str(tmp_path / "d.png"),
                     "--pred", str(pred)])
     assert (tmp_path / "d.png").exists()
 
@@ -109,6 +109,6 @@ def test_generator_command_line_refuses_an_unwritable_out(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(SystemExit) as e:
-        toy.main(["--out", str(blocker / "world"), *TINY_ARGS])
+        toy.world.main(["--out", str(blocker / "world"), *TINY_ARGS])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1

@@ -10,13 +10,13 @@ gives the type away.
 
 Every figure is drawn inside `with cv.figure(kind, role, shirt)`, which records its tight box:
 argument boxes are exact by construction. The twelve named people of the world (CAST) each wear one
-shirt colour everywhere; the colours live here because a picture is where they show, and toy_text.py
+shirt colour everywhere; the colours live here because a picture is where they show, and text.py
 names them.
 
 Every choice is drawn from the canvas's random stream, in a fixed order: the same stream gives the
 same pixels, and changing the order of the draws below changes the generated world.
 
-What this file does not do: write files or records (toy.py), know the schema's roles beyond the
+What this file does not do: write files or records (world.py), know the schema's roles beyond the
 names it is given, or read anything back.
 """
 from __future__ import annotations

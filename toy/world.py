@@ -3,9 +3,9 @@
 The real training sets cannot be downloaded here, so this file generates a world in the real file
 formats (layout: README), and readers, training and the scorer run the same code as on real data::
 
-    python toy.py --out data/toy --seed 0             # the default world, a few seconds
+    python -m toy --out data/toy --seed 0             # the default world, a few seconds
 
-The world (how its sentences are written: toy_text.py; how its pictures are drawn: toy_pictures.py):
+The world (how its sentences are written: text.py; how its pictures are drawn: pictures.py):
 
 * 12 named people, each in one shirt colour everywhere ("Anna" is always red); unnamed people wear
   greys or beige, police navy with a cap.
@@ -21,14 +21,16 @@ The world (how its sentences are written: toy_text.py; how its pictures are draw
 
 Each source and split has its own random stream, and no training sentence equals an evaluation
 sentence, so no evaluation document leaks into training. The same seed and sizes give the same
-bytes, which makes the order of the random draws (here, in toy_text.py and in toy_pictures.py) part
-of the output: a refactor must keep it.
+bytes, which makes the order of the random draws (here, in text.py and in pictures.py) part of the
+output: a refactor must keep it.
 
 `ensure_data` is what train.py and the benchmarks call on --data: the default world is generated on
 first use, any other directory must exist.
 
+`main` is the command line that `python -m toy` runs (__main__.py).
+
 What this file does not do: read the formats back, describe a world or run the keyword baseline
-(toy_tools.py, through data.py's readers), score (evaluate.py), or learn anything.
+(tools.py, through data.py's readers), score (evaluate.py), or learn anything.
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from schema import EVENT_TYPES, IMAGE_ROLES
-from toy_pictures import ANON, CAST, draw_scene
-from toy_text import NAME_OF, OTHER_ACE, Builder, Story, headed, sentence
+
+from .pictures import ANON, CAST, draw_scene
+from .text import NAME_OF, OTHER_ACE, Builder, Story, headed, sentence
 
 TYPES = list(EVENT_TYPES)
 DEFAULT_DATA = "data/toy"  # train.py's and the benchmarks' default --data
@@ -419,7 +422,7 @@ def ensure_data(path, default: str = DEFAULT_DATA) -> Path:
               f"first use)", file=sys.stderr)
         sys.exit(2)
     print(f"generating the toy world in {root} "
-          f"(first use; `python toy.py --out {root}` does the same) ...", flush=True)
+          f"(first use; `python -m toy --out {root}` does the same) ...", flush=True)
     partial = root.with_name(root.name + ".partial")  # a cut-off generation is never used
     shutil.rmtree(partial, ignore_errors=True)
     generate(partial, seed=0)
@@ -427,15 +430,23 @@ def ensure_data(path, default: str = DEFAULT_DATA) -> Path:
     return root
 
 
+# The command line's help for each of Sizes' fields, by source (the split fills in the braces).
+SIZE_HELP = {"ace": "ACE {} sentences", "swig": "SWiG {} images",
+             "mnre": "MNRE {} lines, rounded up to whole pictures", "m2e2": "M2E2 {} documents"}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
+        prog="python -m toy",
         description="Generate the toy world (real file formats) into a directory.",
         epilog="Statistics, the keyword baseline and drawings of a world: "
-               "python toy_tools.py --help")
+               "python -m toy.tools --help")
     p.add_argument("--out", required=True, help="write the toy world into this directory")
     p.add_argument("--seed", type=int, default=0, help="same seed and sizes = same bytes")
     for f in fields(Sizes):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default, metavar="N")
+        source, split = f.name.split("_")
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default, metavar="N",
+                       help=SIZE_HELP[source].format(split) + " (default %(default)s)")
     a = p.parse_args(argv)
     t0 = time.time()
     try:
@@ -444,7 +455,3 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote the toy world (seed {a.seed}) to {a.out} in {time.time() - t0:.1f}s")
-
-
-if __name__ == "__main__":
-    main()

@@ -12,8 +12,8 @@ One event and its participants form a Story; every sentence and picture that sho
 Every choice is drawn from the random stream passed in, in a fixed order: changing the order of the
 draws below changes the generated world.
 
-What this file does not do: draw (toy_pictures.py), write files or decide how many sentences of
-which kind a source gets (toy.py).
+What this file does not do: draw (pictures.py), write files or decide how many sentences of which
+kind a source gets (world.py).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from schema import IMAGE_ROLES
-from toy_pictures import ANON, CAST, POLICE
+
+from .pictures import ANON, CAST, POLICE
 
 # ============================================================================= the vocabulary
 NAME_OF = {c: n for n, c in CAST.items()}  # shirt colour -> name

@@ -1,18 +1,19 @@
 """Tools for looking at a toy world (or any --data DIR): a statistics table, the keyword baseline,
 and a document viewer::
 
-    python toy_tools.py stats data/toy                                   # a markdown table
-    python toy_tools.py baseline data/toy --split test --pred kw.jsonl   # keyword baseline
-    python toy_tools.py draw data/toy --doc toy-test-003 --png doc.png   # [--pred FILE]
+    python -m toy.tools stats data/toy                                   # a markdown table
+    python -m toy.tools baseline data/toy --split test --pred kw.jsonl   # keyword baseline
+    python -m toy.tools draw data/toy --doc toy-test-003 --png doc.png   # [--pred FILE]
 
 Everything is read back through data.py's readers (and predictions through evaluate.py's loader), so
 the tools see exactly what training and the scorer see. The keyword baseline knows the generator's
-trigger lists (toy_text.py): it shows how far words alone go, ambiguous words included.
+trigger lists (text.py): it shows how far words alone go, ambiguous words included.
 
 On the command line a bad input (a missing directory or file, an unknown document, a prediction file
 the scorer refuses) is one `error: ...` line and exit status 2, never a traceback.
 
-What this file does not do: generate a world (toy.py), score (evaluate.py), or learn anything.
+What this file does not do: generate a world (world.py, `python -m toy`), score (evaluate.py), or
+learn anything.
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ from PIL import Image as PILImage, ImageDraw
 import data
 import evaluate
 from schema import EVENT_TYPES, IMAGE_ROLES
-from toy_pictures import CAST, INK
-from toy_text import ANON_NOUNS, GROUPS, ORGS, PLACES, POLICE_WORDS, TEMPLATES
+
+from .pictures import CAST, INK
+from .text import ANON_NOUNS, GROUPS, ORGS, PLACES, POLICE_WORDS, TEMPLATES
 
 
 def _order(x):  # sentences and images in document order: by doc id, then by their number in it
@@ -251,7 +253,8 @@ def draw_doc(root, split: str, doc: str, png, pred_path=None, scale: int = 3) ->
 
 # ============================================================================= command line
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Describe a data directory, run the keyword baseline "
+    p = argparse.ArgumentParser(prog="python -m toy.tools",
+                                description="Describe a data directory, run the keyword baseline "
                                             "on its M2E2 split, or draw one of its documents.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("stats", help="print a markdown table of what DIR holds")

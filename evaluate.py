@@ -34,13 +34,14 @@ model (``rmpl.predict_file`` does; the command line calls it when given no
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import math
 import sys
 import warnings
 from pathlib import Path
 
-from data import M2E2, gc_paused, read_m2e2
+from data import M2E2, gc_paused, parse_json, read_m2e2, strip_ext
 from schema import (EVENT_TYPES, IMAGE_ROLES, ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link,
                     Predictions, Span, TextEvent)
 
@@ -125,10 +126,31 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
     return events
 
 
+def _add_line(obj: dict, pred: Predictions, gold: M2E2, fail) -> None:
+    """One line's JSON object into ``pred``: a link, or events of a sentence or an image."""
+    if "sentence_id" in obj and "image_id" in obj:  # a multimedia link
+        sid = _get(obj, "sentence_id", str, "the link", fail)
+        iid = strip_ext(_get(obj, "image_id", str, "the link", fail))
+        pred.links.append(Link(sid, iid, _event_type(obj, "the link", fail)))
+    elif "sentence_id" in obj:
+        sid = _get(obj, "sentence_id", str, "the line", fail)
+        length = len(gold.sentences[sid].words) if sid in gold.sentences else None
+        pred.sentences.setdefault(sid, []).extend(_events(obj, length, False, fail))
+    elif "image_id" in obj:
+        iid = strip_ext(_get(obj, "image_id", str, "the line", fail))
+        pred.images.setdefault(iid, []).extend(_events(obj, None, True, fail))
+    else:
+        fail("missing key 'sentence_id' or 'image_id'")
+
+
 @gc_paused
 def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
     """Read a JSON Lines prediction file (format: README, "Scoring M2E2 predictions"); several
     lines for one id merge.
+
+    Image ids lose a .jpg or .png extension, as in the gold (data.strip_ext). The file is UTF-8; a
+    byte order mark is skipped at the start of the file only. Keys must be unique within an object,
+    as in the gold.
 
     Raises PredictionError (file, line, what is wrong) on anything that cannot be scored; warns
     about ids outside the gold universe, whose events are then scored as false positives."""
@@ -138,29 +160,21 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
             def fail(message: str, number=number):
                 raise PredictionError(f"{path}, line {number}: {message}")
 
+            if number == 1:  # as in the gold (data.py): a byte order mark only at the file's start
+                line = line.removeprefix(codecs.BOM_UTF8)
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                fail(f"not valid JSON ({e.msg} at column {e.colno})")
+                obj = parse_json(line.decode("utf-8"))
             except UnicodeDecodeError:
                 fail("not valid UTF-8")
+            except json.JSONDecodeError as e:
+                fail(f"not valid JSON ({e.msg} at column {e.colno})")
+            except ValueError as e:  # a duplicate key, nested too deeply
+                fail(f"not valid JSON ({e})")
             if not isinstance(obj, dict):
                 fail(f"expected a JSON object, got {type(obj).__name__}")
-            if "sentence_id" in obj and "image_id" in obj:  # a multimedia link
-                sid = _get(obj, "sentence_id", str, "the link", fail)
-                iid = _get(obj, "image_id", str, "the link", fail).removesuffix(".jpg")
-                pred.links.append(Link(sid, iid, _event_type(obj, "the link", fail)))
-            elif "sentence_id" in obj:
-                sid = _get(obj, "sentence_id", str, "the line", fail)
-                length = len(gold.sentences[sid].words) if sid in gold.sentences else None
-                pred.sentences.setdefault(sid, []).extend(_events(obj, length, False, fail))
-            elif "image_id" in obj:
-                iid = _get(obj, "image_id", str, "the line", fail).removesuffix(".jpg")
-                pred.images.setdefault(iid, []).extend(_events(obj, None, True, fail))
-            else:
-                fail("missing key 'sentence_id' or 'image_id'")
+            _add_line(obj, pred, gold, fail)
     unknown = unknown_ids(gold, pred)
     if unknown:
         warnings.warn(f"{path}: {len(unknown)} predicted ids are not in the gold universe "

@@ -14,6 +14,7 @@ multimedia argument 3 + 2 text arguments + 3 + 1 boxes = 9.
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -299,6 +300,13 @@ def event(t=ARREST, trigger=None, arguments=()):
      "four finite numbers"),
     ({"image_id": "D_0", "events": [{"event_type": ARREST, "arguments": [{"role": "Person", "bbox": [5, 0, 1, 1]}]}]},
      "x1 <= x2 and y1 <= y2"),
+    ('{"sentence_id": "D_0", "events": [], "events": []}', "not valid JSON (duplicate key 'events')"),
+    ('{"sentence_id": "D_0", "events": [{"event_type": "Life:Die", "event_type": "Conflict:Attack"}]}',
+     "not valid JSON (duplicate key 'event_type')"),
+    pytest.param("[" * 100_000, "not valid JSON (nested too deeply)", id="lists nested 100,000 deep"),
+    pytest.param('{"sentence_id": ' * 100_000, "not valid JSON (nested too deeply)", id="objects nested 100,000 deep"),
+    pytest.param("\ufeff" + json.dumps(GOLD_LINES[1]), "not valid JSON (Unexpected UTF-8 BOM",
+                 id="a BOM on line 2"),  # a byte order mark is skipped only at the start of the file
     ({"sentence_id": "D_0", "image_id": "D_0"}, "missing key 'event_type' in the link"),
     ({"sentence_id": "D_0", "image_id": "D_0", "event_type": "Attack"}, "unknown event type 'Attack'"),
 ])
@@ -308,6 +316,24 @@ def test_bad_input_names_file_and_line(gold_dir, line, message):
     with pytest.raises(PredictionError) as error:
         load_predictions(path, read_m2e2(gold_dir))
     assert f"{path}, line 2: " in str(error.value) and message in str(error.value)
+
+
+@pytest.mark.parametrize("ext", [".png", ".PNG", ".jpg"])
+def test_image_ids_lose_png_as_in_the_gold(gold_dir, ext):
+    """data.strip_ext in both readers: the toy world's images are .png, M2E2's .jpg."""
+    lines = [{**line, "image_id": line["image_id"].removesuffix(".jpg") + ext} if "image_id" in line else line
+             for line in GOLD_LINES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no unknown ids
+        result = run(gold_dir, lines)
+    assert counts(result) == {name: (n, n, n) for name, n in GOLD_COUNTS.items()}
+
+
+def test_a_bom_at_the_start_of_the_file_is_skipped(gold_dir):
+    path = gold_dir.parent / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + write_lines(gold_dir.parent / "p.jsonl", GOLD_LINES).read_bytes())
+    gold = read_m2e2(gold_dir)
+    assert load_predictions(path, gold) == load_predictions(gold_dir.parent / "p.jsonl", gold)
 
 
 def test_off_type_roles_are_false_positives(gold_dir):

@@ -57,21 +57,30 @@ class PredictionError(ValueError):
 _NAMES = {str: "a string", list: "a list", dict: "a JSON object"}
 
 
-def _get(obj: dict, key: str, kind, what: str, fail):
+def _shown(value) -> str:
+    """repr(value) cut to 80 characters: an error about a huge value stays one short line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _get(obj: dict, key: str, kind, what: str, fail, optional: bool = False):
+    """obj[key], which must be of `kind`; an optional key that is absent or null gives kind()."""
+    if optional and obj.get(key) is None:
+        return kind()
     if key not in obj:
         fail(f"missing key {key!r} in {what}")
     value = obj[key]
     if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
-        fail(f"{what}: {key!r} must be an integer, got {value!r}")
+        fail(f"{what}: {key!r} must be an integer, got {_shown(value)}")
     if kind is not int and not isinstance(value, kind):
-        fail(f"{what}: {key!r} must be {_NAMES[kind]}, got {value!r}")
+        fail(f"{what}: {key!r} must be {_NAMES[kind]}, got {_shown(value)}")
     return value
 
 
 def _event_type(obj: dict, what: str, fail) -> str:
     t = _get(obj, "event_type", str, what, fail)
     if t not in EVENT_TYPES:
-        fail(f"{what}: unknown event type {t!r} (expected one of {', '.join(EVENT_TYPES)})")
+        fail(f"{what}: unknown event type {_shown(t)} (expected one of {', '.join(EVENT_TYPES)})")
     return t
 
 
@@ -93,7 +102,7 @@ def _finite(v) -> bool:
 
 def _box(value, what: str, fail) -> Box:
     if not (isinstance(value, list) and len(value) == 4 and all(map(_finite, value))):
-        fail(f"{what}: 'bbox' must be four finite numbers [x1, y1, x2, y2], got {value!r}")
+        fail(f"{what}: 'bbox' must be four finite numbers [x1, y1, x2, y2], got {_shown(value)}")
     if value[2] < value[0] or value[3] < value[1]:
         fail(f"{what}: 'bbox' must have x1 <= x2 and y1 <= y2, got {value!r}")
     return Box(*map(float, value))
@@ -104,18 +113,20 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
     for k, e in enumerate(_get(obj, "events", list, "the line", fail)):
         what = f"event {k}"
         if not isinstance(e, dict):
-            fail(f"{what} must be a JSON object, got {e!r}")
+            fail(f"{what} must be a JSON object, got {_shown(e)}")
         t = _event_type(e, what, fail)
         roles = (IMAGE_ROLES if image else TEXT_ROLES)[t]
         args = []
-        for m, a in enumerate(e.get("arguments", [])):  # mention-only systems may omit arguments
+        # mention-only systems may omit arguments; null reads as omitted
+        for m, a in enumerate(_get(e, "arguments", list, what, fail, optional=True)):
             awhat = f"{what} argument {m}"
             if not isinstance(a, dict):
-                fail(f"{awhat} must be a JSON object, got {a!r}")
+                fail(f"{awhat} must be a JSON object, got {_shown(a)}")
             role = _get(a, "role", str, awhat, fail)
             # a role of another type can only be a false positive; a typo is an error
             if role not in ROLES:
-                fail(f"{awhat}: unknown role {role!r} (expected one of {', '.join(roles)} for {t})")
+                fail(f"{awhat}: unknown role {_shown(role)} "
+                     f"(expected one of {', '.join(roles)} for {t})")
             target = _box(a.get("bbox"), awhat, fail) if image else _span(a, awhat, length, fail)
             args.append(Argument(role, target))
         if image:
@@ -148,9 +159,10 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
     """Read a JSON Lines prediction file (format: README, "Scoring M2E2 predictions"); several
     lines for one id merge.
 
-    Image ids lose a .jpg or .png extension, as in the gold (data.strip_ext). The file is UTF-8; a
-    byte order mark is skipped at the start of the file only. Keys must be unique within an object,
-    as in the gold.
+    An event's 'arguments' may be omitted (mention-only systems) or null, which reads the same: no
+    arguments; anything else must be a list. Image ids lose a .jpg or .png extension, as in the
+    gold (data.strip_ext). The file is UTF-8; a byte order mark is skipped at the start of the file
+    only. Keys must be unique within an object, as in the gold.
 
     Raises PredictionError (file, line, what is wrong) on anything that cannot be scored; warns
     about ids outside the gold universe, whose events are then scored as false positives."""

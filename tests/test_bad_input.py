@@ -256,6 +256,9 @@ def test_evaluate_bad_prediction_line_in_the_middle(world, capsys):
 
 
 BAD_PREDICTIONS = {  # what a user's writer gets wrong -> the one error line (after "error: FILE, line 2: ")
+    "arguments a string": ('{"sentence_id": "toy-test-000_0", "events": [{"event_type": "Life:Die", "trigger": '
+                           '{"start": 0, "end": 1}, "arguments": "Victim"}]}',
+                           "event 0: 'arguments' must be a list, got 'Victim'"),
     "nested 100,000 deep": ("[" * 100_000, "not valid JSON (nested too deeply)"),
     "a key twice": ('{"image_id": "toy-test-000_0", "events": [], "events": []}', "not valid JSON (duplicate key 'events')"),
     "a BOM on line 2": ('\ufeff{"image_id": "toy-test-000_0", "events": []}', "not valid JSON (Unexpected UTF-8 BOM"),

@@ -300,6 +300,11 @@ def event(t=ARREST, trigger=None, arguments=()):
      "four finite numbers"),
     ({"image_id": "D_0", "events": [{"event_type": ARREST, "arguments": [{"role": "Person", "bbox": [5, 0, 1, 1]}]}]},
      "x1 <= x2 and y1 <= y2"),
+    ({"sentence_id": "D_0", "events": "Attack"}, "the line: 'events' must be a list, got 'Attack'"),
+    ({"sentence_id": "D_0", "events": [{**event(), "arguments": "Attacker"}]},
+     "event 0: 'arguments' must be a list, got 'Attacker'"),
+    ({"image_id": "D_0", "events": [{"event_type": ARREST, "arguments": {"role": "Person"}}]},
+     "event 0: 'arguments' must be a list, got {'role': 'Person'}"),
     ('{"sentence_id": "D_0", "events": [], "events": []}', "not valid JSON (duplicate key 'events')"),
     ('{"sentence_id": "D_0", "events": [{"event_type": "Life:Die", "event_type": "Conflict:Attack"}]}',
      "not valid JSON (duplicate key 'event_type')"),
@@ -316,6 +321,30 @@ def test_bad_input_names_file_and_line(gold_dir, line, message):
     with pytest.raises(PredictionError) as error:
         load_predictions(path, read_m2e2(gold_dir))
     assert f"{path}, line 2: " in str(error.value) and message in str(error.value)
+
+
+def test_a_huge_value_is_shown_short(gold_dir):
+    path = write_lines(gold_dir.parent / "bad.jsonl", [{"sentence_id": "D_0", "events": ["x" * 10_000]}])
+    with pytest.raises(PredictionError, match=r"bad.jsonl, line 1: event 0 must be a JSON object, got 'xxx") as error:
+        load_predictions(path, read_m2e2(gold_dir))
+    assert str(error.value).endswith("...") and len(str(error.value)) < len(str(path)) + 150
+
+
+@pytest.mark.parametrize("arguments", ["omitted", None, []])
+def test_null_arguments_read_as_omitted(gold_dir, arguments):
+    """Mention-only systems may leave arguments out; a null reads the same (no arguments), never a crash."""
+    def strip(line):
+        for e in line["events"]:
+            if arguments == "omitted":
+                del e["arguments"]
+            else:
+                e["arguments"] = arguments
+        return line
+    lines = [strip(json.loads(json.dumps(line))) for line in GOLD_LINES[:4]] + GOLD_LINES[4:]
+    result = counts(run(gold_dir, lines))
+    assert result["text_mention"] == (2, 2, 2) and result["image_mention"] == (2, 2, 2)
+    assert result["text_argument"] == (0, 0, 5) and result["image_argument"] == (0, 0, 4)
+    assert result["multimedia_mention"] == (2, 2, 2) and result["multimedia_argument"] == (0, 0, 9)
 
 
 @pytest.mark.parametrize("ext", [".png", ".PNG", ".jpg"])

@@ -55,6 +55,8 @@ class PredictionError(ValueError):
 
 # ----------------------------------------------------------------------------- reading predictions
 _NAMES = {str: "a string", list: "a list", dict: "a JSON object"}
+LINE_KINDS = ("a sentence line has 'sentence_id' and 'events', an image line 'image_id' and "
+              "'events', a link line 'sentence_id', 'image_id' and 'event_type'")
 
 
 def _shown(value) -> str:
@@ -140,6 +142,9 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
 def _add_line(obj: dict, pred: Predictions, gold: M2E2, fail) -> None:
     """One line's JSON object into ``pred``: a link, or events of a sentence or an image."""
     if "sentence_id" in obj and "image_id" in obj:  # a multimedia link
+        if "events" in obj:  # most likely events written under a link's ids: never drop them
+            fail(f"a line with 'sentence_id' and 'image_id' is a link, which carries 'event_type', "
+                 f"not 'events' ({LINE_KINDS})")
         sid = _get(obj, "sentence_id", str, "the link", fail)
         iid = strip_ext(_get(obj, "image_id", str, "the link", fail))
         pred.links.append(Link(sid, iid, _event_type(obj, "the link", fail)))
@@ -151,7 +156,7 @@ def _add_line(obj: dict, pred: Predictions, gold: M2E2, fail) -> None:
         iid = strip_ext(_get(obj, "image_id", str, "the line", fail))
         pred.images.setdefault(iid, []).extend(_events(obj, None, True, fail))
     else:
-        fail("missing key 'sentence_id' or 'image_id'")
+        fail(f"missing key 'sentence_id' or 'image_id' ({LINE_KINDS})")
 
 
 @gc_paused
@@ -159,10 +164,13 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
     """Read a JSON Lines prediction file (format: README, "Scoring M2E2 predictions"); several
     lines for one id merge.
 
-    An event's 'arguments' may be omitted (mention-only systems) or null, which reads the same: no
-    arguments; anything else must be a list. Image ids lose a .jpg or .png extension, as in the
-    gold (data.strip_ext). The file is UTF-8; a byte order mark is skipped at the start of the file
-    only. Keys must be unique within an object, as in the gold.
+    Each non-blank line is one JSON object of one of three kinds: a sentence line has
+    'sentence_id' and 'events', an image line 'image_id' and 'events', a link line 'sentence_id',
+    'image_id' and 'event_type' (a line with both ids and 'events' is refused, not read as a link);
+    other keys are ignored. An event's 'arguments' may be omitted (mention-only systems) or null,
+    which reads the same: no arguments; anything else must be a list. Image ids lose a .jpg or .png
+    extension, as in the gold (data.strip_ext). The file is UTF-8; a byte order mark is skipped at
+    the start of the file only. Keys must be unique within an object, as in the gold.
 
     Raises PredictionError (file, line, what is wrong) on anything that cannot be scored; warns
     about ids outside the gold universe, whose events are then scored as false positives."""

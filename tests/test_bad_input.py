@@ -261,6 +261,8 @@ BAD_PREDICTIONS = {  # what a user's writer gets wrong -> the one error line (af
                            "event 0: 'arguments' must be a list, got 'Victim'"),
     "nested 100,000 deep": ("[" * 100_000, "not valid JSON (nested too deeply)"),
     "a key twice": ('{"image_id": "toy-test-000_0", "events": [], "events": []}', "not valid JSON (duplicate key 'events')"),
+    "a link with events": ('{"sentence_id": "toy-test-000_0", "image_id": "toy-test-000_0", "events": []}',
+                           "a line with 'sentence_id' and 'image_id' is a link, which carries 'event_type', not 'events'"),
     "a BOM on line 2": ('\ufeff{"image_id": "toy-test-000_0", "events": []}', "not valid JSON (Unexpected UTF-8 BOM"),
 }
 

@@ -312,6 +312,10 @@ def event(t=ARREST, trigger=None, arguments=()):
     pytest.param('{"sentence_id": ' * 100_000, "not valid JSON (nested too deeply)", id="objects nested 100,000 deep"),
     pytest.param("\ufeff" + json.dumps(GOLD_LINES[1]), "not valid JSON (Unexpected UTF-8 BOM",
                  id="a BOM on line 2"),  # a byte order mark is skipped only at the start of the file
+    ({"sentence_id": "D_0", "image_id": "D_0", "events": []},
+     "a line with 'sentence_id' and 'image_id' is a link, which carries 'event_type', not 'events' "
+     "(a sentence line has 'sentence_id' and 'events', an image line 'image_id' and 'events', a link line "
+     "'sentence_id', 'image_id' and 'event_type')"),
     ({"sentence_id": "D_0", "image_id": "D_0"}, "missing key 'event_type' in the link"),
     ({"sentence_id": "D_0", "image_id": "D_0", "event_type": "Attack"}, "unknown event type 'Attack'"),
 ])

@@ -173,8 +173,9 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
     the start of the file only. Keys must be unique within an object, as in the gold.
 
     Raises PredictionError (file, line, what is wrong) on anything that cannot be scored; warns
-    about ids outside the gold universe, whose events are then scored as false positives."""
-    pred = Predictions()
+    about ids outside the gold universe, whose events are then scored as false positives, about
+    arguments with a role their event type lacks, and about a file with no event and no link."""
+    pred, lines = Predictions(), 0
     with open(path, "rb") as f:  # bytes, so that a line that is not UTF-8 gets its line number too
         for number, line in enumerate(f, 1):
             def fail(message: str, number=number):
@@ -184,6 +185,7 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
                 line = line.removeprefix(codecs.BOM_UTF8)
             if not line.strip():
                 continue
+            lines += 1
             try:
                 obj = parse_json(line.decode("utf-8"))
             except UnicodeDecodeError:
@@ -195,6 +197,11 @@ def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
             if not isinstance(obj, dict):
                 fail(f"expected a JSON object, got {type(obj).__name__}")
             _add_line(obj, pred, gold, fail)
+    events = sum(map(len, pred.sentences.values())) + sum(map(len, pred.images.values()))
+    if not (events or pred.links):
+        where = f" in {lines} lines" if lines else ""
+        warnings.warn(f"{path}: holds no predictions (no event and no link{where}): every cell "
+                      f"scores 0", stacklevel=2)
     unknown = unknown_ids(gold, pred)
     if unknown:
         warnings.warn(f"{path}: {len(unknown)} predicted ids are not in the gold universe "

@@ -279,6 +279,15 @@ def test_evaluate_bad_prediction_exit_2(world, capsys, case):
     assert err.startswith(f"error: {pred}, line 2: {message}"), err
 
 
+def test_evaluate_empty_predictions_warn(world, capsys):
+    pred = world / "pred.jsonl"
+    pred.write_text("")
+    evaluate.main(["--gold", str(gold_dir(world)), "--pred", str(pred)])
+    captured = capsys.readouterr()
+    assert captured.err == f"warning: {pred}: holds no predictions (no event and no link): every cell scores 0\n"
+    assert captured.out.splitlines()[2].split()[3:6] == ["0.00", "0.00", "0.00"]
+
+
 def test_evaluate_png_image_ids(world, capsys):
     """The toy world's image files are .png: ids written as those file names are the gold's images."""
     gold = read_m2e2(gold_dir(world))

@@ -167,7 +167,8 @@ def test_gold_as_predictions_is_100(gold_dir, on):
 
 
 def test_empty_predictions(gold_dir):
-    result = run(gold_dir, [])
+    with pytest.warns(UserWarning, match=r"pred.jsonl: holds no predictions \(no event and no link\): every cell scores 0"):
+        result = run(gold_dir, [])
     for name in CELLS:
         assert result[name] == {"p": 0.0, "r": 0.0, "f1": 0.0, "match": 0, "pred": 0, "gold": GOLD_COUNTS[name]}
 
@@ -349,6 +350,11 @@ def test_null_arguments_read_as_omitted(gold_dir, arguments):
     assert result["text_mention"] == (2, 2, 2) and result["image_mention"] == (2, 2, 2)
     assert result["text_argument"] == (0, 0, 5) and result["image_argument"] == (0, 0, 4)
     assert result["multimedia_mention"] == (2, 2, 2) and result["multimedia_argument"] == (0, 0, 9)
+
+
+def test_no_events_and_no_links_warns(gold_dir):
+    with pytest.warns(UserWarning, match=r"holds no predictions \(no event and no link in 2 lines\)"):
+        run(gold_dir, [text_line("D_0", []), "", image_line("D_0", [])])
 
 
 @pytest.mark.parametrize("ext", [".png", ".PNG", ".jpg"])

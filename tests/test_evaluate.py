@@ -209,6 +209,26 @@ def test_multimedia_pooling(gold_dir):
     assert result["multimedia_argument"] == (3, 4, 9)
 
 
+@pytest.mark.parametrize("unattached_args", [False, True])
+def test_a_wrong_role_is_not_a_match(gold_dir, unattached_args):
+    # D_0's Arrest with Agent 0:1 (right) and Agent 2:4 (the span is the gold Person's; Agent is a role of the
+    # type, so only the role is wrong): match 1, pred 2, gold 5; P = 1/2, R = 1/5, F1 = 2 * 0.5 * 0.2 / 0.7 = 2/7.
+    # The same under unattached_args (the right trigger, so the key without it changes nothing here).
+    lines = [text_line("D_0", [(ARREST, (1, 2), [("Agent", 0, 1), ("Agent", 2, 4)])]), link_line("D_0", "D_0", ARREST)]
+    result = run(gold_dir, lines, unattached_args=unattached_args)
+    assert result["text_argument"] == {"p": 50.0, "r": 20.0, "f1": 28.57, "match": 1, "pred": 2, "gold": 5}
+    # multimedia argument: the two text tuples of the linked D_0 Arrest, no boxes; gold 9 (module docstring)
+    assert result["multimedia_argument"] == {"p": 50.0, "r": 11.11, "f1": 18.18, "match": 1, "pred": 2, "gold": 9}
+
+
+def test_a_link_of_the_wrong_type_is_not_a_match(gold_dir):
+    # D_0 - D_0 under its gold type, D_1 - D_1 under Arrest (gold: Attack): the right pair of ids, the wrong type.
+    # match 1, pred 2, gold 2: P = R = F1 = 1/2.
+    lines = [link_line("D_0", "D_0", ARREST), link_line("D_1", "D_1", ARREST)]
+    result = run(gold_dir, lines)
+    assert result["multimedia_mention"] == {"p": 50.0, "r": 50.0, "f1": 50.0, "match": 1, "pred": 2, "gold": 2}
+
+
 # Each switch must change exactly the cells named here, and nothing else: the filtering switches leave the
 # multimedia cells alone (the links below would change them if they did not).
 SWITCH_CASES = {

@@ -15,6 +15,7 @@ task has (rmpl.py), or score (evaluate.py).
 from __future__ import annotations
 
 import ast
+import codecs
 import functools
 import gc
 import json
@@ -109,12 +110,22 @@ def _unique_keys(pairs: list) -> dict:
     return obj
 
 
-def _load_json(path: Path, kind: type):
+def parse_json(text: str):
+    """json.loads for every JSON this project reads (the gold here, predictions in evaluate.py):
+    ValueError on a duplicate key and on nesting too deep for Python's parser (json.loads raises
+    RecursionError), as on any other bad JSON."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _load_json(path: Path, kind: type):
+    try:  # utf-8-sig: a byte order mark at the start of the file is skipped (elsewhere: bad JSON)
+        data = parse_json(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a duplicate key
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a duplicate key, too deep
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, kind):
         raise DataError(f"{path}: expected a JSON {kind.__name__} at the top level, "
@@ -123,8 +134,9 @@ def _load_json(path: Path, kind: type):
 
 
 def _read_lines(path: Path) -> list[str]:
+    """A text file's lines; a byte order mark at the start of the file is skipped."""
     try:
-        raw = Path(path).read_bytes()
+        raw = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     try:
@@ -207,7 +219,9 @@ def gc_paused(reader):
     return paused
 
 
-def _strip_ext(name: str) -> str:
+def strip_ext(name: str) -> str:
+    """An image id from a file name: without a .jpg or .png extension (any case). The gold reader
+    and the prediction reader (evaluate.py) both use it: "D_0.png" and "D_0" are one image."""
     return name[:-4] if name[-4:].lower() in (".jpg", ".png") else name
 
 
@@ -235,7 +249,7 @@ def _m2e2_sentence(rec: dict) -> Sentence:
             args.append(Argument(a["role"], _span(a["start"], a["end"], len(words))))
         trigger = _span(e["trigger"]["start"], e["trigger"]["end"], len(words))
         events.append(TextEvent(t, trigger, _sort_args(args, TEXT_ROLES[t])))
-    images = tuple(_strip_ext(name) for name in rec.get("image", []))
+    images = tuple(strip_ext(name) for name in rec.get("image", []))
     return Sentence(str(rec["sentence_id"]), words, _sort_events(events), images)
 
 
@@ -280,7 +294,7 @@ def _read_m2e2_sentences(d: Path) -> dict[str, Sentence]:
 @gc_paused
 def read_m2e2(directory, images: bool = False) -> M2E2:
     """Read the five official M2E2 files in `directory` (README, "Scoring M2E2 predictions");
-    raise DataError on any problem.
+    raise DataError on any problem. A UTF-8 byte order mark at the start of a file is skipped.
 
     Sentences: the union of text_only_event.json and text_multimedia_event.json; an id in both
     (38 in the real files) must have the same words and images, and its events are the union.
@@ -302,9 +316,9 @@ def read_m2e2(directory, images: bool = False) -> M2E2:
     for name in ("image_only_event.json", "image_multimedia_event.json"):
         path = d / name
         for key, rec in _load_json(path, dict).items():
-            if _strip_ext(key) in image_records:
+            if strip_ext(key) in image_records:
                 raise DataError(f"{path}: record {key}: image annotated twice")
-            image_records[_strip_ext(key)] = (path, rec)
+            image_records[strip_ext(key)] = (path, rec)
 
     universe: dict[str, Image] = {}
     named = [i for s in sentences.values() for i in s.images]
@@ -327,12 +341,12 @@ def read_m2e2(directory, images: bool = False) -> M2E2:
         fields = line.split("\t")
         problem = (f"expected 3 tab-separated fields, got {len(fields)}" if len(fields) != 3
                    else f"unknown sentence {fields[0]!r}" if fields[0] not in sentences
-                   else f"unknown image {fields[1]!r}" if _strip_ext(fields[1]) not in universe
+                   else f"unknown image {fields[1]!r}" if strip_ext(fields[1]) not in universe
                    else f"unknown event type {fields[2]!r}" if fields[2] not in TEXT_ROLES
                    else None)
         if problem:
             raise DataError(f"{path}: line {k}: {problem}")
-        links.append(Link(fields[0], _strip_ext(fields[1]), fields[2]))
+        links.append(Link(fields[0], strip_ext(fields[1]), fields[2]))
     return M2E2(sentences, universe, links)
 
 

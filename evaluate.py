@@ -34,6 +34,7 @@ or convert peer output formats (tests/test_conformance.py does that).
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import math
 import sys
@@ -41,7 +42,7 @@ import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from data import M2E2, gc_paused, read_m2e2
+from data import M2E2, gc_paused, parse_json, read_m2e2, strip_ext
 from schema import (EVENT_TYPES, IMAGE_ROLES, ROLES, TEXT_ROLES, Argument, Box, ImageEvent, Link,
                     Predictions, Span, TextEvent)
 
@@ -72,23 +73,34 @@ class PredictionError(ValueError):
 
 # ----------------------------------------------------------------------------- reading predictions
 _NAMES = {str: "a string", list: "a list", dict: "a JSON object"}
+LINE_KINDS = ("a sentence line has 'sentence_id' and 'events', an image line 'image_id' and "
+              "'events', a link line 'sentence_id', 'image_id' and 'event_type'")
 
 
-def _get(obj: dict, key: str, kind, what: str, fail):
+def _shown(value) -> str:
+    """repr(value) cut to 80 characters: an error about a huge value stays one short line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _get(obj: dict, key: str, kind, what: str, fail, optional: bool = False):
+    """obj[key], which must be of `kind`; an optional key that is absent or null gives kind()."""
+    if optional and obj.get(key) is None:
+        return kind()
     if key not in obj:
         fail(f"missing key {key!r} in {what}")
     value = obj[key]
     if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
-        fail(f"{what}: {key!r} must be an integer, got {value!r}")
+        fail(f"{what}: {key!r} must be an integer, got {_shown(value)}")
     if kind is not int and not isinstance(value, kind):
-        fail(f"{what}: {key!r} must be {_NAMES[kind]}, got {value!r}")
+        fail(f"{what}: {key!r} must be {_NAMES[kind]}, got {_shown(value)}")
     return value
 
 
 def _event_type(obj: dict, what: str, fail) -> str:
     t = _get(obj, "event_type", str, what, fail)
     if t not in EVENT_TYPES:
-        fail(f"{what}: unknown event type {t!r} (expected one of {', '.join(EVENT_TYPES)})")
+        fail(f"{what}: unknown event type {_shown(t)} (expected one of {', '.join(EVENT_TYPES)})")
     return t
 
 
@@ -110,7 +122,7 @@ def _finite(v) -> bool:
 
 def _box(value, what: str, fail) -> Box:
     if not (isinstance(value, list) and len(value) == 4 and all(map(_finite, value))):
-        fail(f"{what}: 'bbox' must be four finite numbers [x1, y1, x2, y2], got {value!r}")
+        fail(f"{what}: 'bbox' must be four finite numbers [x1, y1, x2, y2], got {_shown(value)}")
     if value[2] < value[0] or value[3] < value[1]:
         fail(f"{what}: 'bbox' must have x1 <= x2 and y1 <= y2, got {value!r}")
     return Box(*map(float, value))
@@ -121,18 +133,20 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
     for k, e in enumerate(_get(obj, "events", list, "the line", fail)):
         what = f"event {k}"
         if not isinstance(e, dict):
-            fail(f"{what} must be a JSON object, got {e!r}")
+            fail(f"{what} must be a JSON object, got {_shown(e)}")
         t = _event_type(e, what, fail)
         roles = (IMAGE_ROLES if image else TEXT_ROLES)[t]
         args = []
-        for m, a in enumerate(e.get("arguments", [])):  # mention-only systems may omit arguments
+        # mention-only systems may omit arguments; null reads as omitted
+        for m, a in enumerate(_get(e, "arguments", list, what, fail, optional=True)):
             awhat = f"{what} argument {m}"
             if not isinstance(a, dict):
-                fail(f"{awhat} must be a JSON object, got {a!r}")
+                fail(f"{awhat} must be a JSON object, got {_shown(a)}")
             role = _get(a, "role", str, awhat, fail)
             # a role of another type can only be a false positive; a typo is an error
             if role not in ROLES:
-                fail(f"{awhat}: unknown role {role!r} (expected one of {', '.join(roles)} for {t})")
+                fail(f"{awhat}: unknown role {_shown(role)} "
+                     f"(expected one of {', '.join(roles)} for {t})")
             target = _box(a.get("bbox"), awhat, fail) if image else _span(a, awhat, length, fail)
             args.append(Argument(role, target))
         if image:
@@ -143,42 +157,69 @@ def _events(obj: dict, length: int | None, image: bool, fail) -> list:
     return events
 
 
+def _add_line(obj: dict, pred: Predictions, gold: M2E2, fail) -> None:
+    """One line's JSON object into ``pred``: a link, or events of a sentence or an image."""
+    if "sentence_id" in obj and "image_id" in obj:  # a multimedia link
+        if "events" in obj:  # most likely events written under a link's ids: never drop them
+            fail(f"a line with 'sentence_id' and 'image_id' is a link, which carries 'event_type', "
+                 f"not 'events' ({LINE_KINDS})")
+        sid = _get(obj, "sentence_id", str, "the link", fail)
+        iid = strip_ext(_get(obj, "image_id", str, "the link", fail))
+        pred.links.append(Link(sid, iid, _event_type(obj, "the link", fail)))
+    elif "sentence_id" in obj:
+        sid = _get(obj, "sentence_id", str, "the line", fail)
+        length = len(gold.sentences[sid].words) if sid in gold.sentences else None
+        pred.sentences.setdefault(sid, []).extend(_events(obj, length, False, fail))
+    elif "image_id" in obj:
+        iid = strip_ext(_get(obj, "image_id", str, "the line", fail))
+        pred.images.setdefault(iid, []).extend(_events(obj, None, True, fail))
+    else:
+        fail(f"missing key 'sentence_id' or 'image_id' ({LINE_KINDS})")
+
+
 @gc_paused
 def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
     """Read a JSON Lines prediction file (format: README, "Scoring M2E2 predictions"); several
     lines for one id merge.
 
+    Each non-blank line is one JSON object of one of three kinds: a sentence line has
+    'sentence_id' and 'events', an image line 'image_id' and 'events', a link line 'sentence_id',
+    'image_id' and 'event_type' (a line with both ids and 'events' is refused, not read as a link);
+    other keys are ignored. An event's 'arguments' may be omitted (mention-only systems) or null,
+    which reads the same: no arguments; anything else must be a list. Image ids lose a .jpg or .png
+    extension, as in the gold (data.strip_ext). The file is UTF-8; a byte order mark is skipped at
+    the start of the file only. Keys must be unique within an object, as in the gold.
+
     Raises PredictionError (file, line, what is wrong) on anything that cannot be scored; warns
-    about ids outside the gold universe, whose events are then scored as false positives."""
-    pred = Predictions()
+    about ids outside the gold universe, whose events are then scored as false positives, about
+    arguments with a role their event type lacks, and about a file with no event and no link."""
+    pred, lines = Predictions(), 0
     with open(path, "rb") as f:  # bytes, so that a line that is not UTF-8 gets its line number too
         for number, line in enumerate(f, 1):
             def fail(message: str, number=number):
                 raise PredictionError(f"{path}, line {number}: {message}")
 
+            if number == 1:  # as in the gold (data.py): a byte order mark only at the file's start
+                line = line.removeprefix(codecs.BOM_UTF8)
             if not line.strip():
                 continue
+            lines += 1
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                fail(f"not valid JSON ({e.msg} at column {e.colno})")
+                obj = parse_json(line.decode("utf-8"))
             except UnicodeDecodeError:
                 fail("not valid UTF-8")
+            except json.JSONDecodeError as e:
+                fail(f"not valid JSON ({e.msg} at column {e.colno})")
+            except ValueError as e:  # a duplicate key, nested too deeply
+                fail(f"not valid JSON ({e})")
             if not isinstance(obj, dict):
                 fail(f"expected a JSON object, got {type(obj).__name__}")
-            if "sentence_id" in obj and "image_id" in obj:  # a multimedia link
-                sid = _get(obj, "sentence_id", str, "the link", fail)
-                iid = _get(obj, "image_id", str, "the link", fail).removesuffix(".jpg")
-                pred.links.append(Link(sid, iid, _event_type(obj, "the link", fail)))
-            elif "sentence_id" in obj:
-                sid = _get(obj, "sentence_id", str, "the line", fail)
-                length = len(gold.sentences[sid].words) if sid in gold.sentences else None
-                pred.sentences.setdefault(sid, []).extend(_events(obj, length, False, fail))
-            elif "image_id" in obj:
-                iid = _get(obj, "image_id", str, "the line", fail).removesuffix(".jpg")
-                pred.images.setdefault(iid, []).extend(_events(obj, None, True, fail))
-            else:
-                fail("missing key 'sentence_id' or 'image_id'")
+            _add_line(obj, pred, gold, fail)
+    events = sum(map(len, pred.sentences.values())) + sum(map(len, pred.images.values()))
+    if not (events or pred.links):
+        where = f" in {lines} lines" if lines else ""
+        warnings.warn(f"{path}: holds no predictions (no event and no link{where}): every cell "
+                      f"scores 0", stacklevel=2)
     unknown = unknown_ids(gold, pred)
     if unknown:
         warnings.warn(f"{path}: {len(unknown)} predicted ids are not in the gold universe "

@@ -203,7 +203,9 @@ def gold_dir(world: Path) -> Path:
      r"text_only_event.json: record toy-test-000_0: sentence id given twice in this file"),
     ("text_only_event.json", lambda p: edit_json(p, lambda o: o[0].update(words=[], **{"golden-event-mentions": []})),
      r"text_only_event.json: record toy-test-000_0: a sentence with no words"),
-    ("text_only_event.json", lambda p: p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes()), r"text_only_event.json: not valid JSON"),
+    ("text_only_event.json", lambda p: p.write_bytes(p.read_bytes()[:1] + b"\xef\xbb\xbf" + p.read_bytes()[1:]),
+     r"text_only_event.json: not valid JSON"),  # a BOM at the start of the file is skipped, anywhere else it is bad
+    ("text_only_event.json", lambda p: p.write_text("[" * 100_000), r"text_only_event.json: not valid JSON \(nested too deeply\)"),
     ("crossmedia_coref.txt", lambda p: not_utf8(p, 1), r"crossmedia_coref.txt: line 1: not valid UTF-8"),
 ])
 def test_evaluate_bad_gold_exit_2(world, capsys, name, corrupt, message):
@@ -252,6 +254,57 @@ def test_evaluate_bad_prediction_line_in_the_middle(world, capsys):
     with pytest.raises(SystemExit) as exit_:
         evaluate.main(["--gold", str(gold_dir(world)), "--pred", str(pred)])
     assert exit_.value.code == 2 and f"error: {pred}, line 2: not valid JSON" in capsys.readouterr().err
+
+
+BAD_PREDICTIONS = {  # what a user's writer gets wrong -> the one error line (after "error: FILE, line 2: ")
+    "arguments a string": ('{"sentence_id": "toy-test-000_0", "events": [{"event_type": "Life:Die", "trigger": '
+                           '{"start": 0, "end": 1}, "arguments": "Victim"}]}',
+                           "event 0: 'arguments' must be a list, got 'Victim'"),
+    "nested 100,000 deep": ("[" * 100_000, "not valid JSON (nested too deeply)"),
+    "a key twice": ('{"image_id": "toy-test-000_0", "events": [], "events": []}', "not valid JSON (duplicate key 'events')"),
+    "a link with events": ('{"sentence_id": "toy-test-000_0", "image_id": "toy-test-000_0", "events": []}',
+                           "a line with 'sentence_id' and 'image_id' is a link, which carries 'event_type', not 'events'"),
+    "a BOM on line 2": ('\ufeff{"image_id": "toy-test-000_0", "events": []}', "not valid JSON (Unexpected UTF-8 BOM"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PREDICTIONS)
+def test_evaluate_bad_prediction_exit_2(world, capsys, case):
+    line, message = BAD_PREDICTIONS[case]
+    pred = world / "pred.jsonl"
+    pred.write_text('\ufeff{"sentence_id": "toy-test-000_0", "events": []}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--gold", str(gold_dir(world)), "--pred", str(pred)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {pred}, line 2: {message}"), err
+
+
+def test_evaluate_empty_predictions_warn(world, capsys):
+    pred = world / "pred.jsonl"
+    pred.write_text("")
+    evaluate.main(["--gold", str(gold_dir(world)), "--pred", str(pred)])
+    captured = capsys.readouterr()
+    assert captured.err == f"warning: {pred}: holds no predictions (no event and no link): every cell scores 0\n"
+    assert captured.out.splitlines()[2].split()[3:6] == ["0.00", "0.00", "0.00"]
+
+
+def test_evaluate_png_image_ids(world, capsys):
+    """The toy world's image files are .png: ids written as those file names are the gold's images."""
+    gold = read_m2e2(gold_dir(world))
+    lines = [{"image_id": f"{i.id}.png", "events": [{"event_type": e.event_type, "arguments": [
+        {"role": a.role, "bbox": list(vars(a.target).values())} for a in e.arguments]} for e in i.events]}
+        for i in gold.images.values() if i.events]
+    lines += [{"sentence_id": x.sentence_id, "image_id": f"{x.image_id}.png", "event_type": x.event_type} for x in gold.links]
+    assert lines and gold.links
+    pred = world / "pred.jsonl"
+    pred.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    evaluate.main(["--gold", str(gold_dir(world)), "--pred", str(pred), "--json"])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert captured.err == "" and result["unknown_ids"] == 0
+    for name in ("image_mention", "image_argument", "multimedia_mention"):
+        assert result[name]["f1"] == 100.0, (name, result[name])
 
 
 def test_evaluate_degenerate_boxes_are_false_positives(world, capsys):

@@ -14,6 +14,7 @@ multimedia argument 3 + 2 text arguments + 3 + 1 boxes = 9.
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -167,7 +168,8 @@ def test_gold_as_predictions_is_100(gold_dir, on):
 
 
 def test_empty_predictions(gold_dir):
-    result = run(gold_dir, [])
+    with pytest.warns(UserWarning, match=r"pred.jsonl: holds no predictions \(no event and no link\): every cell scores 0"):
+        result = run(gold_dir, [])
     for name in CELLS:
         assert result[name] == {"p": 0.0, "r": 0.0, "f1": 0.0, "match": 0, "pred": 0, "gold": GOLD_COUNTS[name]}
 
@@ -206,6 +208,26 @@ def test_multimedia_pooling(gold_dir):
     assert result["multimedia_mention"] == (1, 2, 2)
     # pred: 2 text arguments (D_0 Arrest; D_1 has no Attack event) + 2 boxes of D_0; match: 2 + 1
     assert result["multimedia_argument"] == (3, 4, 9)
+
+
+@pytest.mark.parametrize("unattached_args", [False, True])
+def test_a_wrong_role_is_not_a_match(gold_dir, unattached_args):
+    # D_0's Arrest with Agent 0:1 (right) and Agent 2:4 (the span is the gold Person's; Agent is a role of the
+    # type, so only the role is wrong): match 1, pred 2, gold 5; P = 1/2, R = 1/5, F1 = 2 * 0.5 * 0.2 / 0.7 = 2/7.
+    # The same under unattached_args (the right trigger, so the key without it changes nothing here).
+    lines = [text_line("D_0", [(ARREST, (1, 2), [("Agent", 0, 1), ("Agent", 2, 4)])]), link_line("D_0", "D_0", ARREST)]
+    result = run(gold_dir, lines, unattached_args=unattached_args)
+    assert result["text_argument"] == {"p": 50.0, "r": 20.0, "f1": 28.57, "match": 1, "pred": 2, "gold": 5}
+    # multimedia argument: the two text tuples of the linked D_0 Arrest, no boxes; gold 9 (module docstring)
+    assert result["multimedia_argument"] == {"p": 50.0, "r": 11.11, "f1": 18.18, "match": 1, "pred": 2, "gold": 9}
+
+
+def test_a_link_of_the_wrong_type_is_not_a_match(gold_dir):
+    # D_0 - D_0 under its gold type, D_1 - D_1 under Arrest (gold: Attack): the right pair of ids, the wrong type.
+    # match 1, pred 2, gold 2: P = R = F1 = 1/2.
+    lines = [link_line("D_0", "D_0", ARREST), link_line("D_1", "D_1", ARREST)]
+    result = run(gold_dir, lines)
+    assert result["multimedia_mention"] == {"p": 50.0, "r": 50.0, "f1": 50.0, "match": 1, "pred": 2, "gold": 2}
 
 
 # Each switch must change exactly the cells named here, and nothing else: the filtering switches leave the
@@ -300,6 +322,22 @@ def event(t=ARREST, trigger=None, arguments=()):
      "four finite numbers"),
     ({"image_id": "D_0", "events": [{"event_type": ARREST, "arguments": [{"role": "Person", "bbox": [5, 0, 1, 1]}]}]},
      "x1 <= x2 and y1 <= y2"),
+    ({"sentence_id": "D_0", "events": "Attack"}, "the line: 'events' must be a list, got 'Attack'"),
+    ({"sentence_id": "D_0", "events": [{**event(), "arguments": "Attacker"}]},
+     "event 0: 'arguments' must be a list, got 'Attacker'"),
+    ({"image_id": "D_0", "events": [{"event_type": ARREST, "arguments": {"role": "Person"}}]},
+     "event 0: 'arguments' must be a list, got {'role': 'Person'}"),
+    ('{"sentence_id": "D_0", "events": [], "events": []}', "not valid JSON (duplicate key 'events')"),
+    ('{"sentence_id": "D_0", "events": [{"event_type": "Life:Die", "event_type": "Conflict:Attack"}]}',
+     "not valid JSON (duplicate key 'event_type')"),
+    pytest.param("[" * 100_000, "not valid JSON (nested too deeply)", id="lists nested 100,000 deep"),
+    pytest.param('{"sentence_id": ' * 100_000, "not valid JSON (nested too deeply)", id="objects nested 100,000 deep"),
+    pytest.param("\ufeff" + json.dumps(GOLD_LINES[1]), "not valid JSON (Unexpected UTF-8 BOM",
+                 id="a BOM on line 2"),  # a byte order mark is skipped only at the start of the file
+    ({"sentence_id": "D_0", "image_id": "D_0", "events": []},
+     "a line with 'sentence_id' and 'image_id' is a link, which carries 'event_type', not 'events' "
+     "(a sentence line has 'sentence_id' and 'events', an image line 'image_id' and 'events', a link line "
+     "'sentence_id', 'image_id' and 'event_type')"),
     ({"sentence_id": "D_0", "image_id": "D_0"}, "missing key 'event_type' in the link"),
     ({"sentence_id": "D_0", "image_id": "D_0", "event_type": "Attack"}, "unknown event type 'Attack'"),
 ])
@@ -309,6 +347,53 @@ def test_bad_input_names_file_and_line(gold_dir, line, message):
     with pytest.raises(PredictionError) as error:
         load_predictions(path, read_m2e2(gold_dir))
     assert f"{path}, line 2: " in str(error.value) and message in str(error.value)
+
+
+def test_a_huge_value_is_shown_short(gold_dir):
+    path = write_lines(gold_dir.parent / "bad.jsonl", [{"sentence_id": "D_0", "events": ["x" * 10_000]}])
+    with pytest.raises(PredictionError, match=r"bad.jsonl, line 1: event 0 must be a JSON object, got 'xxx") as error:
+        load_predictions(path, read_m2e2(gold_dir))
+    assert str(error.value).endswith("...") and len(str(error.value)) < len(str(path)) + 150
+
+
+@pytest.mark.parametrize("arguments", ["omitted", None, []])
+def test_null_arguments_read_as_omitted(gold_dir, arguments):
+    """Mention-only systems may leave arguments out; a null reads the same (no arguments), never a crash."""
+    def strip(line):
+        for e in line["events"]:
+            if arguments == "omitted":
+                del e["arguments"]
+            else:
+                e["arguments"] = arguments
+        return line
+    lines = [strip(json.loads(json.dumps(line))) for line in GOLD_LINES[:4]] + GOLD_LINES[4:]
+    result = counts(run(gold_dir, lines))
+    assert result["text_mention"] == (2, 2, 2) and result["image_mention"] == (2, 2, 2)
+    assert result["text_argument"] == (0, 0, 5) and result["image_argument"] == (0, 0, 4)
+    assert result["multimedia_mention"] == (2, 2, 2) and result["multimedia_argument"] == (0, 0, 9)
+
+
+def test_no_events_and_no_links_warns(gold_dir):
+    with pytest.warns(UserWarning, match=r"holds no predictions \(no event and no link in 2 lines\)"):
+        run(gold_dir, [text_line("D_0", []), "", image_line("D_0", [])])
+
+
+@pytest.mark.parametrize("ext", [".png", ".PNG", ".jpg"])
+def test_image_ids_lose_png_as_in_the_gold(gold_dir, ext):
+    """data.strip_ext in both readers: the toy world's images are .png, M2E2's .jpg."""
+    lines = [{**line, "image_id": line["image_id"].removesuffix(".jpg") + ext} if "image_id" in line else line
+             for line in GOLD_LINES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no unknown ids
+        result = run(gold_dir, lines)
+    assert counts(result) == {name: (n, n, n) for name, n in GOLD_COUNTS.items()}
+
+
+def test_a_bom_at_the_start_of_the_file_is_skipped(gold_dir):
+    path = gold_dir.parent / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + write_lines(gold_dir.parent / "p.jsonl", GOLD_LINES).read_bytes())
+    gold = read_m2e2(gold_dir)
+    assert load_predictions(path, gold) == load_predictions(gold_dir.parent / "p.jsonl", gold)
 
 
 def test_off_type_roles_are_false_positives(gold_dir):

@@ -119,12 +119,28 @@ def test_m2e2_bad_records(tmp_path, name, change, message):
     ("crossmedia_coref.txt", "D_0\tD_0.jpg\n", r"crossmedia_coref.txt: line 1: expected 3 tab-separated fields, got 2"),
     ("crossmedia_coref.txt", "D_9\tD_0.jpg\tLife:Die\n", r"crossmedia_coref.txt: line 1: unknown sentence 'D_9'"),
     ("crossmedia_coref.txt", "D_0\tE_0.jpg\tLife:Die\n", r"crossmedia_coref.txt: line 1: unknown image 'E_0.jpg'"),
+    ("text_only_event.json", '[{"sentence_id": "D_0", "sentence_id": "D_1"}]',
+     r"text_only_event.json: not valid JSON \(duplicate key 'sentence_id'\)"),
+    pytest.param("text_only_event.json", "[" * 100_000, r"text_only_event.json: not valid JSON \(nested too deeply\)",
+                 id="lists nested 100,000 deep"),
+    pytest.param("image_only_event.json", '{"D_0": ' * 100_000,
+                 r"image_only_event.json: not valid JSON \(nested too deeply\)", id="objects nested 100,000 deep"),
+    pytest.param("text_only_event.json", "[\ufeff]", r"text_only_event.json: not valid JSON", id="a BOM inside"),
 ])
 def test_m2e2_bad_files(tmp_path, name, text, message):
     d = m2e2_dir(tmp_path)
     (d / name).write_text(text)
     with pytest.raises(DataError, match=message):
         read_m2e2(d)
+
+
+def test_m2e2_bom_at_the_start_of_a_file_is_skipped(tmp_path):
+    """As in prediction files (evaluate.load_predictions): editors on Windows write one."""
+    plain = read_m2e2(m2e2_dir(tmp_path / "plain"))
+    d = m2e2_dir(tmp_path / "bom")
+    for path in d.iterdir():
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_m2e2(d) == plain
 
 
 def test_m2e2_missing_file(tmp_path):

@@ -1,7 +1,7 @@
 """Conformance: evaluate.py reproduces the published values of the conformance table (README,
 "Scoring M2E2 predictions") on the real M2E2 files and the peers' own output files.
 
-The peer outputs in ../shared/data/peers/ come in the peers' own formats; benchmarks/peers.py writes them
+The peer outputs in ../shared/data/peers/ come in the peers' own formats; experiments/peers.py writes them
 as evaluate.py's JSON Lines. Skips without ../shared.
 """
 import functools
@@ -14,7 +14,7 @@ import pytest
 from data import read_m2e2
 from evaluate import CELLS, Protocol, load_predictions, score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 from peers import gold_lines, mmutf_lines, unicl_lines  # noqa: E402
 
 SWITCHES = ("keep_events", "trigger_start", "gold_images_only", "unattached_args")

@@ -1,4 +1,4 @@
-"""Real sentences (issue 14): benchmarks/real_text.py's converter on the real M2E2 text and TextEE's splits (skipped
+"""Real sentences (issue 14): experiments/real_text.py's converter on the real M2E2 text and TextEE's splits (skipped
 without ../shared), its baseline by hand, and what real text changed in the product (prompt cuts counted at
 inference, --max-text-len)."""
 import json
@@ -17,7 +17,7 @@ import tasks
 import tensors
 import train
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import real_text  # noqa: E402
 
 

@@ -1,13 +1,15 @@
-"""The benchmark scripts start and write their JSON (their figures are the README's business, not a test's)."""
+"""The experiment scripts start and write their JSON (their figures are the business of experiments/*.md, not
+a test's). Run from the repository root: ``python -m pytest experiments/test_experiments.py``."""
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-import toy
+HERE = Path(__file__).resolve().parent                 # experiments/: the scripts under test
+sys.path[:0] = [str(HERE.parent), str(HERE)]           # the repository root (toy, evaluate ...), then the scripts
+import toy  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import ablation  # noqa: E402
 import gpu_run  # noqa: E402
 import grounding  # noqa: E402

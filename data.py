@@ -4,7 +4,7 @@
     read_swig    SWiG JSON + images + ace_sr_mapping    -> list[Image]  (unmapped verbs: no event)
     read_mnre    MNRE dict-literal lines + images       -> list[RelationExample]
     read_m2e2    the five official M2E2 files (+images) -> M2E2(sentences, images, links)
-    read_sources a --data DIR (layout in the README)    -> Sources, per split
+    read_sources a --data DIR (layout: docs/real_data.md)    -> Sources, per split
 
 Readers check what they read and name the file, the record and the problem when it is wrong. They
 never import torch: the scorer (evaluate.py) reads M2E2 through this file and starts without it.
@@ -204,7 +204,7 @@ def _parse_all(path: Path, items, parse, skip_bad: bool, dropped: Counter | None
 def gc_paused(reader):
     """Run ``reader`` with Python's cyclic garbage collector paused. Building records from a large
     parsed JSON file allocates containers by the hundred thousand, and each allocation burst makes
-    the collector re-scan the whole (growing) heap (benchmarks/README.md has the timing). Records
+    the collector re-scan the whole (growing) heap (timing: experiments/performance.md). Records
     hold no reference cycles, so nothing is left for it to collect; it is re-enabled (if it was on)
     on return."""
     @functools.wraps(reader)
@@ -293,7 +293,7 @@ def _read_m2e2_sentences(d: Path) -> dict[str, Sentence]:
 
 @gc_paused
 def read_m2e2(directory, images: bool = False) -> M2E2:
-    """Read the five official M2E2 files in `directory` (README, "Scoring M2E2 predictions");
+    """Read the five official M2E2 files in `directory` (docs/predictions.md);
     raise DataError on any problem. A UTF-8 byte order mark at the start of a file is skipped.
 
     Sentences: the union of text_only_event.json and text_multimedia_event.json; an id in both
@@ -519,7 +519,7 @@ class Sources:
 
 
 def read_sources(root) -> Sources:
-    """Read every source of the --data DIR layout (README, "Running on the real datasets");
+    """Read every source of the --data DIR layout (docs/real_data.md);
     DataError if there is none at all."""
     root = Path(root)
 

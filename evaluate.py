@@ -179,7 +179,7 @@ def _add_line(obj: dict, pred: Predictions, gold: M2E2, fail) -> None:
 
 @gc_paused
 def load_predictions(path: str | Path, gold: M2E2) -> Predictions:
-    """Read a JSON Lines prediction file (format: README, "Scoring M2E2 predictions"); several
+    """Read a JSON Lines prediction file (format: docs/predictions.md); several
     lines for one id merge.
 
     Each non-blank line is one JSON object of one of three kinds: a sentence line has

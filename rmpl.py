@@ -47,7 +47,7 @@ PRESENT_IN = "/per/misc/present_in"           # MNRE's label for "this name is t
 
 # ============================================================================= extraction
 def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
-    """A record in the prediction format (README, "Scoring M2E2 predictions"). Boxes keep full float
+    """A record in the prediction format (docs/predictions.md). Boxes keep full float
     precision, so a prediction file scores exactly as the predictions it was written from."""
     out = {"event_type": ev.event_type, "arguments": []}
     if isinstance(ev, S.TextEvent):
@@ -61,8 +61,7 @@ def event_json(ev: S.TextEvent | S.ImageEvent) -> dict:
 
 
 class RMPL:
-    """A trained model that reads M2E2 documents and writes predictions (README, "Scoring M2E2
-    predictions")."""
+    """A trained model that reads M2E2 documents and writes predictions (docs/predictions.md)."""
 
     def __init__(self, net: M.Seq2Seq, tokenizer: tensors.Tokenizer, tasks=STAGE_TASKS[2],
                  batch_size: int = 64, links: str = "type"):
@@ -131,7 +130,7 @@ class RMPL:
         return S.Predictions(text, pics, self._links(sentences, images, text, pics))
 
     def extract(self, sentences: list[S.Sentence], images: list[S.Image]) -> list[dict]:
-        """``predict``, written as the JSON Lines objects of the prediction format (README)."""
+        """``predict``, as the JSON Lines objects of the prediction format (docs/predictions.md)."""
         return prediction_lines(self.predict(sentences, images))
 
     def _text_events(self, sentences) -> dict[str, list[S.TextEvent]]:

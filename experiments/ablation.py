@@ -1,7 +1,7 @@
 """The ablation study (issues 6 and 12): does RMPL's stage-wise, relation-aware recipe help on the toy world?
 
-    python benchmarks/ablation.py --jobs 2              # 3 seeds at the default budget, two runs at a time
-    python benchmarks/ablation.py --seeds 1 --stage1-steps 20 --stage2-steps 10 --data /tmp/tinyw --out /tmp/abl
+    python experiments/ablation.py --jobs 2              # 3 seeds at the default budget, two runs at a time
+    python experiments/ablation.py --seeds 1 --stage1-steps 20 --stage2-steps 10 --data /tmp/tinyw --out /tmp/abl
 
 Rows (model ``small``, batch 32, train.py's presets otherwise; S1 = --stage1-steps, S2 = --stage2-steps,
 both train.py's default budget unless given):
@@ -225,7 +225,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="data/toy", help="data root (train.py layout); default: the toy world")
     p.add_argument("--out", default="runs/ablation", help="where the runs' checkpoints go")
-    p.add_argument("--json", default="benchmarks/ablation.json", help="result file, rewritten after every run")
+    p.add_argument("--json", default="experiments/ablation.json", help="result file, rewritten after every run")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each process on one thread)")
     p.add_argument("--stage1-steps", type=int, default=train.PRESETS[1]["max_steps"])

@@ -1,6 +1,6 @@
 """The GPU check: the default recipe on CUDA (bf16 autocast), DDP over nccl, throughput beside the CPU's.
 
-    python benchmarks/gpu_run.py --work /tmp/gpu_run --json benchmarks/gpu_run.json
+    python experiments/gpu_run.py --work /tmp/gpu_run --json experiments/gpu_run.json
 
 Every part is a subprocess of the product's own commands, run one after another on one machine:
 1. throughput: ``train.py --stage 1`` for --steps steps on ``cuda``, under ``torchrun --standalone
@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default="out/gpu_run", help="runs and logs go here")
     p.add_argument("--data", default="", help="a data directory (default: the toy world, generated in WORK/toy)")
-    p.add_argument("--json", default="benchmarks/gpu_run.json")
+    p.add_argument("--json", default="experiments/gpu_run.json")
     p.add_argument("--steps", type=int, default=200, help="steps of each throughput run")
     p.add_argument("--max-steps", type=int, default=0,
                    help="steps of each stage of the default run (0: train.py's default budgets)")

@@ -1,6 +1,6 @@
 """How well a checkpoint grounds names, and what grounded links buy over type-only links.
 
-    python benchmarks/grounding.py --checkpoint runs/stage1 runs/stage2 --split dev
+    python experiments/grounding.py --checkpoint runs/stage1 runs/stage2 --split dev
 
 For each checkpoint, on the MNRE --split (the relation task as trained): precision and recall of
 its '/per/misc/present_in' records (a name and its figure; a box counts at IoU >= 0.5, as in the

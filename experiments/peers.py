@@ -1,8 +1,8 @@
 """Write published M2E2 systems' output files as evaluate.py's prediction format (JSON Lines).
 
-    python benchmarks/peers.py mmutf ../shared/data/peers > mmutf.jsonl
-    python benchmarks/peers.py unicl ../shared > unicl.jsonl
-    python benchmarks/peers.py gold ../shared/data/m2e2 > gold.jsonl   # the gold itself: scores 100
+    python experiments/peers.py mmutf ../shared/data/peers > mmutf.jsonl
+    python experiments/peers.py unicl ../shared > unicl.jsonl
+    python experiments/peers.py gold ../shared/data/m2e2 > gold.jsonl   # the gold itself: scores 100
     python evaluate.py --gold ../shared/data/m2e2 --pred mmutf.jsonl
 
 The peers publish their predictions in their own formats; these converters keep evaluate.py free of

@@ -1,7 +1,7 @@
-"""Performance benchmarks of GitHub issue 6: training MFU, KV-cache speed-up, scorer vs load time, peak memory.
+"""Performance benchmarks: training MFU, KV-cache speed-up, scorer vs load time, peak memory.
 
-    python benchmarks/perf.py                               # all four, default sizes; writes benchmarks/perf.json
-    python benchmarks/perf.py --steps 20 --warmup 2 --only train,scorer --profile
+    python experiments/perf.py                               # all four, default sizes; writes experiments/perf.json
+    python experiments/perf.py --steps 20 --warmup 2 --only train,scorer --profile
 
 1. train: ``--steps`` optimizer steps of the default stage-1 config (small model, batch 32, the three stage-1
    tasks, the same forward / loss / backward / clip / AdamW calls as train.py's loop, no logging or eval) on
@@ -235,7 +235,7 @@ def main(argv=None) -> dict:
     p.add_argument("--data", default="data/toy", help="data root (train.py layout); default: the toy world")
     p.add_argument("--checkpoint", default="runs/stage2", help="trained model for the decoding benchmark")
     p.add_argument("--m2e2", default=str(ROOT.parent / "shared" / "data" / "m2e2"), help="real M2E2 annotations")
-    p.add_argument("--json", default="benchmarks/perf.json")
+    p.add_argument("--json", default="experiments/perf.json")
     p.add_argument("--steps", type=int, default=300, help="timed training steps")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--matmul-n", type=int, default=2048)

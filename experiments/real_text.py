@@ -1,9 +1,9 @@
-"""Real sentences (issue 14): the text pipeline on M2E2's own text with TextEE's five splits.
+"""Real sentences: the text pipeline on M2E2's own text with TextEE's five splits.
 
-    python benchmarks/real_text.py build --split 1 --out data/real/split1   # the --data directory only
-    OMP_NUM_THREADS=1 python benchmarks/real_text.py run --splits 1        # build, train, score split 1
-    python benchmarks/real_text.py run                                      # all five splits, then the table
-    python benchmarks/real_text.py baseline                                 # the trigger-word baseline, 5 splits
+    python experiments/real_text.py build --split 1 --out data/real/split1   # the --data directory only
+    OMP_NUM_THREADS=1 python experiments/real_text.py run --splits 1        # build, train, score split 1
+    python experiments/real_text.py run                                      # all five splits, then the table
+    python experiments/real_text.py baseline                                 # the trigger-word baseline, 5 splits
 
 ``build`` turns the M2E2 text annotations and one TextEE split (``m2e2_split{k}/{train,dev,test}.txt``, sentence
 ids) into a train.py ``--data`` directory:

@@ -1,7 +1,7 @@
-"""The vision ceiling of issue 11: a plain CNN classifier on the toy pictures, beside the model.
+"""The vision ceiling: a plain CNN classifier on the toy pictures, beside the model.
 
-    python benchmarks/vision_ceiling.py                 # 180 s budget, and runs/stage2's figure
-    python benchmarks/vision_ceiling.py --budget-s 60 --checkpoint ""   # the classifier alone
+    python experiments/vision_ceiling.py                 # 180 s budget, and runs/stage2's figure
+    python experiments/vision_ceiling.py --budget-s 60 --checkpoint ""   # the classifier alone
 
 The classifier: four blocks of two 3x3 convolutions + BatchNorm + ReLU and a 2x2 max-pool (widths
 32-64-128-128), global average pool, one linear layer to the 8 event types + "no event"; AdamW lr

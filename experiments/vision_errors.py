@@ -1,6 +1,6 @@
-"""Where image-argument errors come from (issue 11): a checkpoint's image arguments, broken down.
+"""Where image-argument errors come from: a checkpoint's image arguments, broken down.
 
-    python benchmarks/vision_errors.py --checkpoint runs/stage2 --split dev
+    python experiments/vision_errors.py --checkpoint runs/stage2 --split dev
 
 1. End to end (rmpl.RMPL.predict, as evaluate.py scores it). Each gold argument (image, type, role,
    box) goes to the first bucket that fits: *matched* (a predicted argument of that type and role at

@@ -1,13 +1,13 @@
-"""One screening run of issue 11's vision comparisons: stage 1, stage 2, then the dev scores.
+"""One screening run of the vision comparisons: stage 1, stage 2, then the dev scores.
 
-    python benchmarks/vision_screen.py --out out/screen/x --model '{"vision_layers": 0}' \
+    python experiments/vision_screen.py --out out/screen/x --model '{"vision_layers": 0}' \
         --stage1 "--max-steps 1000" --stage2 "--max-steps 300"
 
 --model: JSON overrides of the ``small`` entry of model.MODEL_SIZES (any ModelConfig field);
 --stage1 / --stage2: extra train.py flags. Prints and writes ({out}/screen.json) the six strict dev
 F1 cells (--splits dev,test would add test; the screens never did), each stage's wall time and
 seconds per step. The comparisons and their figures are in
-benchmarks/vision_experiments.md.
+experiments/vision.md.
 
 What this file does not do: choose anything (on dev or test), or change the product's defaults.
 """

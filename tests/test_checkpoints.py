@@ -1,4 +1,4 @@
-"""Checkpoints (issue 7): exact resume, crash-safe writes, loading never runs code, non-finite losses stop.
+"""Checkpoints: exact resume, crash-safe writes, loading never runs code, non-finite losses stop.
 
 Exact resume is checked the strict way: a run interrupted after its step-k checkpoint and continued with
 --resume must end with the same bytes in every tensor as a run that was never interrupted (CPU, one seed).

@@ -1,4 +1,4 @@
-"""A new user's path through the commands (issue 15): what each mistake says, through main([...])."""
+"""A new user's path through the commands: what each mistake says, through main([...])."""
 import json
 
 import pytest

@@ -1,4 +1,4 @@
-"""DDP (issue 7): 2 CPU processes of batch B train as 1 process of batch 2B, and only rank 0 writes.
+"""DDP: 2 CPU processes of batch B train as 1 process of batch 2B, and only rank 0 writes.
 
 tasks.multitask_loss (with all_reduce) makes every rank backpropagate its share of the *global* batch's multitask loss, so the
 two runs compute the same numbers in another order: what is left is float rounding (the sums are split

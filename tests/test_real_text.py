@@ -1,4 +1,4 @@
-"""Real sentences (issue 14): experiments/real_text.py's converter on the real M2E2 text and TextEE's splits (skipped
+"""Real sentences: experiments/real_text.py's converter on the real M2E2 text and TextEE's splits (skipped
 without ../shared), its baseline by hand, and what real text changed in the product (prompt cuts counted at
 inference, --max-text-len)."""
 import json

@@ -85,7 +85,7 @@ def test_malformed_prediction_file(world, tmp_path, capsys):
 
 
 def test_inverted_box_in_prediction_file(world, tmp_path, capsys):
-    # the kind of box issue 15 found in a model's file: x1 > x2 (a location bin in the padding)
+    # the kind of box a new user found in a model's file: x1 > x2 (a location bin in the padding)
     pred = tmp_path / "inverted.jsonl"
     victim = {"role": "Victim", "bbox": [105.02, 55.86, 103, 131.83]}
     event = {"event_type": "Life:Die", "arguments": [victim]}

@@ -1,6 +1,6 @@
 """The toy multimedia world: a small, deterministic stand-in for ACE, SWiG, MNRE and M2E2, written
-in their real file formats (layout: README), so the readers, training and the scorer run the same
-code as on real data::
+in their real file formats (layout: docs/real_data.md), so the readers, training and the scorer run
+the same code as on real data::
 
     python -m toy --out data/toy --seed 0     # the default world, a few seconds
     python -m toy.tools stats data/toy        # what a world holds (also: baseline, draw)

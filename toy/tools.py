@@ -127,8 +127,8 @@ RULE = {"Conflict:Attack": ("Attacker", "Target", "Place"),
 
 def keyword_events(words) -> list[dict]:
     """Every trigger phrase of the templates found in the sentence (longest first, ambiguous words
-    included), with arguments by the nearest-word rule; in the prediction format (README, "Scoring
-    M2E2 predictions")."""
+    included), with arguments by the nearest-word rule; in the prediction format
+    (docs/predictions.md)."""
     low, events, taken = [w.lower() for w in words], [], set()
     for phrase, t in TRIGGER_WORDS:
         for i in range(len(low) - len(phrase) + 1):
@@ -258,7 +258,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "on its M2E2 split, or draw one of its documents.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("stats", help="print a markdown table of what DIR holds")
-    s.add_argument("dir", metavar="DIR", help="a data directory (layout: README), e.g. data/toy")
+    s.add_argument("dir", metavar="DIR",
+                   help="a data directory (layout: docs/real_data.md), e.g. data/toy")
     b = sub.add_parser("baseline", help="keyword baseline on DIR/m2e2/SPLIT, written as JSON Lines")
     b.add_argument("dir", metavar="DIR", help="a data directory with m2e2/SPLIT")
     b.add_argument("--split", default="test", choices=("dev", "test"))

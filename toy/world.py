@@ -1,7 +1,8 @@
 """The toy multimedia world: a small, deterministic stand-in for ACE, SWiG, MNRE and M2E2.
 
 The real training sets cannot be downloaded here, so this file generates a world in the real file
-formats (layout: README), and readers, training and the scorer run the same code as on real data::
+formats (layout: docs/real_data.md), and readers, training and the scorer run the same code as on
+real data::
 
     python -m toy --out data/toy --seed 0             # the default world, a few seconds
 
@@ -375,8 +376,8 @@ def write_m2e2(rng, d: Path, split: str, n_docs: int) -> set:
 
 # ============================================================================= the world
 def generate(out_dir, seed: int = 0, **sizes) -> Path:
-    """Write the toy world under out_dir (layout: README); the same seed and sizes give the same
-    bytes."""
+    """Write the toy world under out_dir (layout: docs/real_data.md); the same seed and sizes give
+    the same bytes."""
     sz, out = Sizes(**sizes), Path(out_dir)
 
     def size(source, split):

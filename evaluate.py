@@ -37,6 +37,7 @@ import argparse
 import codecs
 import json
 import math
+import os
 import sys
 import warnings
 from dataclasses import dataclass, fields
@@ -468,6 +469,18 @@ def warnings_to_stderr(read):
     return out
 
 
+def run_command(main) -> None:
+    """Run a command's ``main()``. A reader that stops early (``... | head``) closes the pipe: the
+    command then ends quietly with status 1 instead of a BrokenPipeError traceback. stdout is
+    pointed at /dev/null so that the interpreter's last flush does not fail again."""
+    try:
+        main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
 def fail(message) -> None:
     """A bad input ends the command with one line and status 2."""
     print(f"error: {message}", file=sys.stderr)
@@ -496,4 +509,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                         "parts of the gold directory>.jsonl)")
     p.add_argument("--device", default="auto",
                    help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    p.add_argument("--links", default="type",
+    p.add_argument("--links", default="type", choices=LINK_RULES,
                    help="how sentence and image events are linked: type (same type, same "
                         "document) or grounded (also asks the relation task whether the sentence "
                         "event's participants are in the image; needs a model whose last stage "
@@ -284,4 +284,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    evaluate.run_command(main)

@@ -592,4 +592,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    evaluate.run_command(main)

@@ -1,8 +1,8 @@
 """Write published M2E2 systems' output files as evaluate.py's prediction format (JSON Lines).
 
-    python experiments/peers.py mmutf ../shared/data/peers > mmutf.jsonl
-    python experiments/peers.py unicl ../shared > unicl.jsonl
-    python experiments/peers.py gold ../shared/data/m2e2 > gold.jsonl   # the gold itself: scores 100
+    python experiments/peers.py mmutf ../shared/data/peers --out mmutf.jsonl
+    python experiments/peers.py unicl ../shared --out unicl.jsonl
+    python experiments/peers.py gold ../shared/data/m2e2 --out gold.jsonl   # the gold itself: scores 100
     python evaluate.py --gold ../shared/data/m2e2 --pred mmutf.jsonl
 
 The peers publish their predictions in their own formats; these converters keep evaluate.py free of
@@ -70,11 +70,21 @@ def main(argv=None) -> None:
     p.add_argument("system", choices=("mmutf", "unicl", "gold"))
     p.add_argument("directory", help="mmutf: the peers' directory; unicl: the shared directory (it reads "
                                      "the M2E2 text files beside the peers' file); gold: an M2E2 directory")
+    p.add_argument("--out", help="write the JSON Lines here, only once all of them are made (default: "
+                                 "standard output)")
     a = p.parse_args(argv)
     d = Path(a.directory)
-    lines = {"mmutf": lambda: mmutf_lines(d), "unicl": lambda: unicl_lines(d),
-             "gold": lambda: gold_lines(read_m2e2(d))}[a.system]()
-    sys.stdout.writelines(json.dumps(line) + "\n" for line in lines)
+    try:  # every line is made before anything is written: a failure leaves no partial file
+        text = "".join(json.dumps(line) + "\n" for line in {
+            "mmutf": lambda: mmutf_lines(d), "unicl": lambda: unicl_lines(d),
+            "gold": lambda: gold_lines(read_m2e2(d))}[a.system]())
+    except (OSError, ValueError) as e:  # a missing directory or file, DataError
+        print(f"error: {a.system} {d}: {e}", file=sys.stderr)
+        sys.exit(2)
+    if a.out:
+        Path(a.out).write_text(text)
+    else:
+        sys.stdout.write(text)
 
 
 if __name__ == "__main__":

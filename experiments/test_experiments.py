@@ -97,6 +97,16 @@ def test_peers_writes_the_gold_as_predictions_that_score_100(tmp_path, capsys):
     assert all(result[c]["f1"] == 100.0 for c in evaluate.CELLS if result[c]["gold"])
 
 
+@pytest.mark.parametrize("system", ["mmutf", "unicl", "gold"])
+def test_peers_on_a_missing_directory_is_one_line_and_writes_nothing(tmp_path, capsys, system):
+    import peers
+    with pytest.raises(SystemExit) as exit:
+        peers.main([system, str(tmp_path / "nope"), "--out", str(tmp_path / "out.jsonl")])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.startswith(f"error: {system} ") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_gpu_run_records_a_failed_part_and_runs_the_rest(tmp_path):
     """On a machine without CUDA the two CUDA parts fail, are recorded, and the default run and the
     CPU run still happen (2 steps each here)."""

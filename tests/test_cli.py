@@ -1,5 +1,8 @@
 """A new user's path through the commands: what each mistake says, through main([...])."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +11,7 @@ import rmpl
 import toy
 import train
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
             mnre_test=4, m2e2_dev=2, m2e2_test=2)
 FAST = ["--max-steps", "2", "--batch-size", "4", "--eval-every", "2", "--eval-batches", "1", "--dev-docs", "0"]
@@ -101,3 +105,23 @@ def test_grounded_links_on_a_model_without_the_relation_task_is_one_clear_line(w
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: links='grounded' needs a model whose last stage trained the relation task")
+
+
+@pytest.mark.parametrize("command", [["evaluate.py", "--by-type"], ["-m", "toy.tools", "stats"]])
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(world, tmp_path, command):
+    """`python evaluate.py ... | head -1`: head closes the pipe; the command stops quietly."""
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"sentence_id": "none", "events": []}) + "\n")
+    args = {"evaluate.py": ["--gold", str(world / "m2e2" / "test"), "--pred", str(pred)],
+            "-m": [str(world)]}[command[0]]
+    proc = subprocess.Popen([sys.executable, *command, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the command prints anything
+    err = proc.stderr.read()
+    assert proc.wait() == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_an_unknown_link_rule_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        rmpl.main(["--checkpoint", str(tmp_path / "nothing"), "--links", "typ"])
+    assert stop.value.code == 2 and "invalid choice: 'typ'" in capsys.readouterr().err

@@ -293,4 +293,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    evaluate.run_command(main)

@@ -1,19 +1,15 @@
 """The experiment scripts start and write their JSON (their figures are the business of experiments/*.md, not
 a test's). Run from the repository root: ``python -m pytest experiments/test_experiments.py``."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent                 # experiments/: the scripts under test
-sys.path[:0] = [str(HERE.parent), str(HERE)]           # the repository root (toy, evaluate ...), then the scripts
-import toy  # noqa: E402
-
-import ablation  # noqa: E402
-import gpu_run  # noqa: E402
-import grounding  # noqa: E402
-import vision_ceiling  # noqa: E402
+import ablation
+import grounding
+import gpu_run
+import toy
+import vision_ceiling
 
 TINY = dict(ace_train=12, ace_dev=4, ace_test=4, swig_train=8, swig_dev=4, swig_test=4, mnre_train=6, mnre_dev=2,
             mnre_test=2, m2e2_dev=2, m2e2_test=2)

@@ -6,16 +6,13 @@ as evaluate.py's JSON Lines. Skips without ../shared.
 """
 import functools
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from data import read_m2e2
 from evaluate import CELLS, Protocol, load_predictions, score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-from peers import gold_lines, mmutf_lines, unicl_lines  # noqa: E402
+from peers import gold_lines, mmutf_lines, unicl_lines
 
 SWITCHES = ("keep_events", "trigger_start", "gold_images_only", "unattached_args")
 

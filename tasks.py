@@ -76,6 +76,7 @@ class Example:
 
 # ============================================================================= records -> examples
 def text_prompt(task: str, words, extra=()) -> list[str]:
+    """A text task's prompt: its task token, what it asks about (``extra``), then the words."""
     return [S.TASK_TOKENS[task], *extra, S.SEP, *words]
 
 
@@ -181,11 +182,10 @@ def build_tasks(tasks, sentences, images, relations) -> dict[str, list[Example]]
 
 
 # ============================================================================= task sampling
-def tempered_weights(sizes: dict[str, int], alpha: float = None) -> dict[str, float]:
-    """Task probabilities p_t ∝ n_t ** alpha (default ALPHA): alpha = 1 is proportional to size
-    (every example equally often), alpha = 0 is uniform over tasks; in between, small tasks are
-    seen more without dominating."""
-    alpha = ALPHA if alpha is None else alpha
+def tempered_weights(sizes: dict[str, int], alpha: float = ALPHA) -> dict[str, float]:
+    """Task probabilities p_t ∝ n_t ** alpha: alpha = 1 is proportional to size (every example
+    equally often), alpha = 0 is uniform over tasks; in between, small tasks are seen more without
+    dominating."""
     raw = {t: float(n) ** alpha if n > 0 else 0.0 for t, n in sizes.items()}
     total = sum(raw.values())
     if total <= 0:

@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import random
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -54,9 +53,11 @@ class CheckpointError(ValueError):
 def write_atomic(path, data: bytes) -> None:
     """Write a temp file in the same directory, fsync, rename, fsync the directory: a crash (or a
     power cut) leaves the old file or the new one, never a torn one. A killed writer may leave a
-    ``.tmp-*`` file behind."""
+    ``.tmp-*`` file behind. The file gets the mode a plain ``open()`` gives (0o666 less the
+    umask), like the run's other files (tempfile.mkstemp's would be owner-only)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

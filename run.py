@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 import schema
@@ -47,7 +47,7 @@ from model import ModelConfig, Seq2Seq
 # ============================================================================= weights files
 class CheckpointError(ValueError):
     """A checkpoint or adapter file that does not fit:
-    wrong kind, missing/unexpected keys, other base."""
+    unreadable, wrong kind, missing/unexpected keys, other base."""
 
 
 def write_atomic(path, data: bytes) -> None:
@@ -79,9 +79,21 @@ def fsync_dir(folder) -> None:
         os.close(fd)
 
 
+def _readable(path, read):
+    """``read()`` a safetensors file; a file cut short (a copy interrupted, a full disk) is a
+    CheckpointError that names it."""
+    try:
+        return read()
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}): cut short or "
+                              f"not written by this code; put back a whole copy") from None
+
+
 def _read_metadata(path, kind: str) -> dict[str, str]:
-    with safe_open(os.fspath(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    def read():
+        with safe_open(os.fspath(path), framework="pt") as f:
+            return f.metadata() or {}
+    meta = _readable(path, read)
     if meta.get("format") != kind:
         raise CheckpointError(f"{path}: not an {kind} file "
                               f"(metadata format={meta.get('format')!r})")
@@ -137,7 +149,7 @@ def load_model(path, device="cpu") -> Seq2Seq:
     refuses missing/unexpected keys."""
     cfg = model_config(path, json.loads(_read_metadata(path, "rmpl-mini/model")["config"]))
     model = Seq2Seq(cfg).to(device)
-    state = load_file(os.fspath(path), device=str(device))
+    state = _readable(path, lambda: load_file(os.fspath(path), device=str(device)))
     _check_keys(path, _base_state(model), state)
     # strict would ask for head.weight, which is tok_emb.weight
     model.load_state_dict(state, strict=False)
@@ -166,17 +178,19 @@ def save_adapter(model: nn.Module, path, base_ref: str) -> None:
 
 def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
     """Add LoRA layers to a plain model as the file says, and load them. Refuses an adapter
-    trained on other base weights unless ``check_base=False``. Returns the model."""
+    trained on other base weights unless ``check_base=False`` (for API users who know better; the
+    commands always check). Returns the model."""
     meta = _read_metadata(path, "rmpl-mini/adapter")
     if check_base and weights_hash(model) != meta["base_hash"]:
-        raise CheckpointError(f"{path}: adapter was trained on base {meta['base_ref']!r} "
-                              f"(weights hash {meta['base_hash']}), "
-                              f"this model's weights hash to {weights_hash(model)}; "
-                              f"pass check_base=False to load it anyway")
+        raise CheckpointError(f"{path}: this adapter was trained on another base "
+                              f"({meta['base_ref']}, weights hash {meta['base_hash']}) than the "
+                              f"weights it is loaded onto (hash {weights_hash(model)}): put back "
+                              f"that base's model.safetensors beside it, or start the stage again")
     c = json.loads(meta["lora_config"])
     add_lora(model, c["targets"], c["r"], c["lora_alpha"], c["lora_dropout"])
     try:
-        state = load_file(os.fspath(path), device=str(next(model.parameters()).device))
+        device = str(next(model.parameters()).device)
+        state = _readable(path, lambda: load_file(os.fspath(path), device=device))
         _check_keys(path, lora_state_dict(model), state)
     except BaseException:  # leave the model as it came
         remove_lora(model)

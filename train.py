@@ -231,7 +231,10 @@ def open_network(cfg: TrainConfig, src: data.Sources, run: RunDir,
     if init is None:
         net, tok = new_network(cfg, src)
     else:  # an adapter beside its base is baked in; the base is copied, so the run stands alone
-        net, tok = init.open_network(lora="merged"), init.tokenizer()
+        try:
+            net, tok = init.open_network(lora="merged"), init.tokenizer()
+        except (ValueError, OSError) as e:  # CheckpointError, DataError (the tokenizer)
+            sys.exit(f"train.py: {e}")
         if run.path.resolve() != init.path.resolve() and master:
             run.save_base(net)
     if master:
@@ -268,7 +271,10 @@ def resume_network(cfg: TrainConfig, run: RunDir) -> tuple[M.Seq2Seq, tensors.To
         if not (run / name).is_file():
             sys.exit(f"train.py: --resume: no {name} in {run} "
                      f"(no checkpoint to resume; drop --resume to start)")
-    return run.open_network(lora="trainable"), run.tokenizer()
+    try:
+        return run.open_network(lora="trainable"), run.tokenizer()
+    except (ValueError, OSError) as e:
+        sys.exit(f"train.py: --resume: {e}")
 
 
 # ============================================================================= evaluation

@@ -70,6 +70,40 @@ def log_steps(run):
     return [json.loads(line)["step"] for line in (run / RunDir.LOG).read_text().splitlines()]
 
 
+# ----------------------------------------------------------------------------- 4. unreadable weights
+def truncated(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("command", ["rmpl.py", "stage 2 from it", "--resume"])
+def test_a_truncated_weights_file_is_one_line(world, trained, tmp_path, capsys, command):
+    out = copy_of(trained, tmp_path)
+    weights = out / "stage1" / RunDir.MODEL
+    truncated(weights)
+    said = f"{weights}: not a readable safetensors file (Error while deserializing header"
+    if command == "rmpl.py":
+        assert said in rmpl_error(["--checkpoint", str(out / "stage1"), "--data", str(world)], capsys)
+    else:
+        argv = ["--resume"] if command == "--resume" else ["--stage", "2", *FAST]
+        assert said in exit_message(["--data", str(world), "--out", str(out), *argv])
+
+
+# ----------------------------------------------------------------------------- 7. an adapter on another base
+def test_an_adapter_on_another_base_says_what_to_do(world, trained, tmp_path, capsys):
+    out = tmp_path / "lora"
+    train.main(["--stage", "2", "--data", str(world), "--out", str(out), "--init", str(trained), *FAST,
+                "--lora-rank", "4"])
+    base = R.load_model(out / "stage2" / RunDir.MODEL)
+    with torch.no_grad():
+        next(base.parameters()).add_(1.0)
+    R.save_model(base, out / "stage2" / RunDir.MODEL)  # another base of the same shape
+    for message in (rmpl_error(["--checkpoint", str(out / "stage2"), "--data", str(world)], capsys),
+                    exit_message(["--stage", "2", "--data", str(world), "--out", str(out), "--resume"])):
+        assert "adapter.safetensors: this adapter was trained on another base" in message
+        assert "put back that base's model.safetensors beside it, or start the stage again" in message
+        assert "check_base" not in message  # no command can pass it
+
+
 # ----------------------------------------------------------------------------- 8. file modes
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_write_atomic_gives_the_mode_of_a_plain_open(tmp_path, umask):

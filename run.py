@@ -47,7 +47,7 @@ from model import ModelConfig, Seq2Seq
 # ============================================================================= weights files
 class CheckpointError(ValueError):
     """A checkpoint or adapter file that does not fit:
-    unreadable, wrong kind, missing/unexpected keys, other base."""
+    unreadable, wrong kind, missing/unexpected keys, other base, another run's tokenizer."""
 
 
 def write_atomic(path, data: bytes) -> None:
@@ -245,19 +245,29 @@ class RunDir:
     def tokenizer(self) -> tensors.Tokenizer:
         return tensors.Tokenizer.load(self / self.TOKENIZER)
 
-    def open_network(self, device="cpu", lora: str = "merged") -> Seq2Seq:
-        """The base weights, with the adapter beside them if there is one: ``lora="merged"``
-        bakes it into plain weights (inference, or a new stage starting from this one);
-        ``"trainable"`` keeps the LoRA layers and makes only them trainable (resuming a LoRA
-        run; load_adapter checks that the base is the one they were trained on)."""
-        net = load_model(self / self.MODEL, device)
+    def open(self, device="cpu", lora: str = "merged") -> tuple[Seq2Seq, tensors.Tokenizer]:
+        """The network and its tokenizer, checked against each other: the base weights, with the
+        adapter beside them if there is one. ``lora="merged"`` bakes it into plain weights
+        (inference, or a new stage starting from this one); ``"trainable"`` keeps the LoRA layers
+        and makes only them trainable (resuming a LoRA run; load_adapter checks that the base is
+        the one they were trained on). A tokenizer of another size than the network's vocabulary
+        comes from another run: its ids would mean other pieces (or index past the embedding)."""
+        for name in (self.MODEL, self.TOKENIZER):
+            if not (self / name).is_file():
+                raise CheckpointError(f"{self}: no {name} here")
+        tok, net = self.tokenizer(), load_model(self / self.MODEL, device)
+        if tok.vocab_size != net.cfg.vocab_size:
+            raise CheckpointError(
+                f"{self / self.TOKENIZER} has {tok.vocab_size} pieces but {self / self.MODEL} "
+                f"was trained with a vocabulary of {net.cfg.vocab_size}: the tokenizer comes from "
+                f"another run; put back the one trained with this model")
         if (self / self.ADAPTER).exists():
             load_adapter(net, self / self.ADAPTER)
             if lora == "merged":
                 remove_lora(net, merge=True)
             else:
                 mark_only_lora_as_trainable(net)
-        return net
+        return net, tok
 
     def save_tokenizer(self, tok: tensors.Tokenizer) -> None:
         tok.save(self / self.TOKENIZER)
@@ -322,7 +332,7 @@ class RunDir:
 
     def load_train_state(self, opt, sampler) -> int:
         """Restore the optimizer moments, the sampler's position and every RNG; return the step.
-        The weights are in the network already (open_network). ``weights_only=True`` unpickles
+        The weights are in the network already (RunDir.open). ``weights_only=True`` unpickles
         tensors and plain containers only, so a tampered train_state.pt cannot run code; it is
         refused with a CheckpointError, as is a state that does not belong with the weights
         beside it (files copied from different checkpoints by hand: a kill cannot do it)."""

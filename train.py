@@ -232,7 +232,7 @@ def open_network(cfg: TrainConfig, src: data.Sources, run: RunDir,
         net, tok = new_network(cfg, src)
     else:  # an adapter beside its base is baked in; the base is copied, so the run stands alone
         try:
-            net, tok = init.open_network(lora="merged"), init.tokenizer()
+            net, tok = init.open(lora="merged")
         except (ValueError, OSError) as e:  # CheckpointError, DataError (the tokenizer)
             sys.exit(f"train.py: {e}")
         if run.path.resolve() != init.path.resolve() and master:
@@ -272,7 +272,7 @@ def resume_network(cfg: TrainConfig, run: RunDir) -> tuple[M.Seq2Seq, tensors.To
             sys.exit(f"train.py: --resume: no {name} in {run} "
                      f"(no checkpoint to resume; drop --resume to start)")
     try:
-        return run.open_network(lora="trainable"), run.tokenizer()
+        return run.open(lora="trainable")
     except (ValueError, OSError) as e:
         sys.exit(f"train.py: --resume: {e}")
 

@@ -70,6 +70,19 @@ def log_steps(run):
     return [json.loads(line)["step"] for line in (run / RunDir.LOG).read_text().splitlines()]
 
 
+# ----------------------------------------------------------------------------- 1. a tokenizer of another run
+@pytest.mark.parametrize("vocab", [560, 700])  # fewer pieces than the model's 600 (wrong words), more (IndexError)
+def test_a_tokenizer_of_another_run_is_refused(world, trained, tmp_path, capsys, vocab):
+    out = copy_of(trained, tmp_path)
+    texts = [s.words for s in data.read_jmee(world / "ace" / "train.json")]
+    tensors.Tokenizer.train(texts, vocab_size=vocab).save(out / "stage1" / RunDir.TOKENIZER)
+    said = f"tokenizer.model has {vocab} pieces but {out / 'stage1' / 'model.safetensors'} was trained with a " \
+           f"vocabulary of 600"
+    assert said in rmpl_error(["--checkpoint", str(out / "stage1"), "--data", str(world)], capsys)
+    assert said in exit_message(["--data", str(world), "--out", str(out), "--resume"])
+    assert said in exit_message(["--stage", "2", "--data", str(world), "--out", str(out), *FAST])
+
+
 # ----------------------------------------------------------------------------- 4. unreadable weights
 def truncated(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])

@@ -8,11 +8,15 @@
     rmpl.json           stage, tasks, step and the training config of the checkpoint
     train_state.pt      optimizer moments, sampler position, RNG states, step, the weights' sha256
     log.jsonl           one JSON line per log interval and per evaluation, appended
+    .lock               flock-ed by the one train.py that writes the run (RunDir.lock)
 
-``RunDir`` owns these names. A checkpoint (weights, rmpl.json, train_state.pt) is written as one
-unit that a kill cannot tear: its files are staged in ``.pending/``, committed by an empty
-COMMITTED file, then moved in; whatever a kill interrupts, the next start finds the previous
-checkpoint or the new one, whole. Every file is written atomically (temp file, fsync, rename).
+``RunDir`` owns these names. A directory holds a run once it holds a checkpoint: one stopped
+before its first (Ctrl-C, a full disk, a diverged loss) can simply be started again. One
+train.py at a time writes a run (RunDir.lock). A checkpoint (weights, rmpl.json, train_state.pt)
+is written as one unit that a kill cannot tear: its files are staged in ``.pending/``, committed
+by an empty COMMITTED file, then moved in; whatever a kill interrupts, the next start finds the
+previous checkpoint or the new one, whole. Every file is written atomically (temp file, fsync,
+rename).
 
 Weights are safetensors files that carry their ``ModelConfig`` (and ``schema.SCHEMA_VERSION``) as
 JSON metadata, so ``load_model(path)`` rebuilds the network from its own file; an adapter file
@@ -23,12 +27,16 @@ What this file does not do: define the network (model.py) or LoRA (lora.py), dec
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
 import pickle
 import random
+import shutil
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -46,8 +54,8 @@ from model import ModelConfig, Seq2Seq
 
 # ============================================================================= weights files
 class CheckpointError(ValueError):
-    """A checkpoint or adapter file that does not fit:
-    unreadable, wrong kind, missing/unexpected keys, other base, another run's tokenizer."""
+    """A run directory or a weights file that does not fit: unreadable, wrong kind,
+    missing/unexpected keys, other base, another run's tokenizer, busy, not writable."""
 
 
 def write_atomic(path, data: bytes) -> None:
@@ -220,9 +228,11 @@ class RunDir:
     STATE = "train_state.pt"
     LOG = "log.jsonl"
     PENDING = ".pending"  # a checkpoint being written; "COMMITTED" inside it marks it whole
+    LOCK = ".lock"
 
     def __init__(self, path):
         self.path = Path(path)
+        self._lock_fd = None  # the open .lock file while this process holds the run
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -231,8 +241,78 @@ class RunDir:
         return str(self.path)
 
     def holds_run(self) -> bool:
-        """A stage was started here (it has written its config or its log)."""
-        return (self / self.INFO).exists() or (self / self.LOG).exists()
+        """A checkpoint was written here (rmpl.json comes only with one; settle a cut-off write
+        with finish_checkpoint first). A run stopped before its first may be started again."""
+        return (self / self.INFO).exists()
+
+    def kept(self) -> str:
+        """What a stopped run leaves to go on from, for the message that stops it."""
+        if not self.holds_run():
+            return f"{self} has no checkpoint yet: the same command without --resume starts again"
+        return (f"the checkpoint of step {self.info()['step']} in {self} is intact: --resume "
+                f"continues from it")
+
+    # ------------------------------------------------------------------------- one writer
+    def take(self, resume: bool) -> None:
+        """Before a stage starts or resumes here: make this process the run's writer (lock),
+        settle a checkpoint write a kill cut off, then check that there is a whole checkpoint to
+        resume, or none that a fresh start would overwrite. A run stopped before its first
+        checkpoint holds none: it may be started again. Resuming nothing creates nothing."""
+        def nothing_to_resume(name):
+            return CheckpointError(f"--resume: no {name} in {self} (no checkpoint to resume; "
+                                   f"drop --resume to start)")
+        if resume and not self.path.is_dir():
+            raise nothing_to_resume(self.STATE)
+        if not self.lock():
+            warnings.warn(f"{self}: its filesystem cannot lock files, so nothing stops a second "
+                          f"train.py from writing here")
+        self.finish_checkpoint()
+        if resume:
+            lora = self.holds_run() and bool(self.info()["config"].get("lora_rank"))
+            for name in [self.STATE, self.INFO, self.TOKENIZER, self.MODEL] + [self.ADAPTER] * lora:
+                if not (self / name).is_file():
+                    raise nothing_to_resume(name)
+        elif self.holds_run():
+            raise CheckpointError(f"{self} already holds a run; --resume continues it, --out DIR "
+                                  f"starts a new one elsewhere (or delete {self} to start it "
+                                  f"again)")
+        elif (self / self.LOG).exists():  # its lines would mix with the new run's
+            (self / self.LOG).unlink()
+            warnings.warn(f"{self} held a run stopped before its first checkpoint: starting it "
+                          f"again (its {self.LOG} deleted)")
+
+    def lock(self) -> bool:
+        """Make this process the run's one writer, creating the directory: an exclusive
+        ``flock`` on ``.lock``, held until unlock() or the process ends. The kernel drops it when
+        the process dies, however it dies, so a crash or a kill leaves nothing stuck. It is
+        advisory (it stops another train.py, not other programs) and reliable on local
+        filesystems only: over a network filesystem two machines may not see each other's lock.
+        Returns False, unlocked, where the filesystem cannot lock at all."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise CheckpointError(f"{self}: cannot create the run there ({e.strerror or e}): "
+                                  f"--out must be a directory this user can write") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return False  # ENOLCK, EOPNOTSUPP...: a filesystem without locks
+            pid = (self / self.LOCK).read_text().strip()
+            raise CheckpointError(f"{self}: another train.py is using this run directory"
+                                  f"{f' (pid {pid})' if pid else ''}; wait for it to end, or "
+                                  f"pass --out DIR") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for the message above; the lock is the flock
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the file releases the flock
+            self._lock_fd = None
 
     def has_model(self) -> bool:
         return (self / self.MODEL).is_file()
@@ -287,9 +367,19 @@ class RunDir:
         run (finish_checkpoint). A kill before COMMITTED leaves the previous checkpoint untouched;
         a kill after it leaves a whole checkpoint that finish_checkpoint moves in. Non-finite
         weights are refused before anything is written, so a diverged run never replaces a good
-        checkpoint. A network with LoRA layers saves only its adapter."""
-        check_finite(net, f"{self}: step {info['step']}")
+        checkpoint. A network with LoRA layers saves only its adapter. A write that fails (a full
+        disk) is a CheckpointError; the previous checkpoint is untouched."""
+        check_finite(net, f"{self}: step {info['step']}", self.kept())
         self.finish_checkpoint()  # one a kill interrupted; then .pending/ is free
+        try:
+            self._write_pending(net, opt, sampler, info)
+        except OSError as e:  # nothing was moved into the run yet: dropping .pending/ is safe
+            shutil.rmtree(self / self.PENDING, ignore_errors=True)
+            raise CheckpointError(f"{self}: the checkpoint of step {info['step']} was not written "
+                                  f"({e.strerror or e}); {self.kept()}") from None
+        self.finish_checkpoint()
+
+    def _write_pending(self, net, opt, sampler, info: dict) -> None:
         pending = self / self.PENDING
         pending.mkdir()
         lora = bool(lora_layers(net))
@@ -306,7 +396,6 @@ class RunDir:
         torch.save(state, buf)
         write_atomic(pending / self.STATE, buf.getvalue())
         write_atomic(pending / "COMMITTED", b"")  # the commit point
-        self.finish_checkpoint()
 
     def finish_checkpoint(self) -> None:
         """Settle a checkpoint write that a kill may have interrupted: a committed ``.pending/``
@@ -367,15 +456,15 @@ class RunDir:
         return state
 
 
-def check_finite(net: nn.Module, where: str) -> None:
-    """Refuse non-finite weights (one fused pass; the names on failure)."""
+def check_finite(net: nn.Module, where: str, kept: str) -> None:
+    """Refuse non-finite weights (one fused pass; the names on failure); ``kept`` says what the
+    run still has."""
     if torch.isfinite(torch.nn.utils.get_total_norm(list(net.parameters()))):
         return
     bad = ([n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
            or ["(their norm overflows)"])
     raise CheckpointError(f"{where}: non-finite weights in {', '.join(bad[:3])}"
-                          f"{' ...' if len(bad) > 3 else ''}; checkpoint not written, "
-                          f"the last one is kept")
+                          f"{' ...' if len(bad) > 3 else ''}; checkpoint not written; {kept}")
 
 
 def rng_states() -> dict:

@@ -83,7 +83,113 @@ def test_a_tokenizer_of_another_run_is_refused(world, trained, tmp_path, capsys,
     assert said in exit_message(["--stage", "2", "--data", str(world), "--out", str(out), *FAST])
 
 
-# ----------------------------------------------------------------------------- 4. unreadable weights
+# ----------------------------------------------------------------------------- 2. one train.py per run directory
+HOLDER = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); " \
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid()); print('locked', flush=True); time.sleep(60)"
+
+
+def test_one_train_py_per_run_directory_and_a_killed_one_leaves_no_lock(world, tmp_path):
+    """Another process holds the run (as a train.py would, by flock on its lock file): refused, nothing written.
+    Once it is killed (SIGKILL: nothing of it runs), the kernel has dropped its lock and the run starts."""
+    run = tmp_path / "stage1"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run / RunDir.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        message = exit_message(["--data", str(world), "--out", str(tmp_path), *FAST])
+        assert message == f"train.py: {run}: another train.py is using this run directory (pid {holder.pid}); " \
+                          f"wait for it to end, or pass --out DIR"
+        assert sorted(p.name for p in run.iterdir()) == [RunDir.LOCK]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    train.main(["--data", str(world), "--out", str(tmp_path), *FAST])
+    assert log_steps(run) == [1, 2, 2]
+    with pytest.raises(SystemExit, match="another train.py is using"):  # a holder in this process: the same
+        held = RunDir(run)
+        assert held.lock()
+        try:
+            train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--resume", "--max-steps", "3"])
+        finally:
+            held.unlock()
+
+
+# ----------------------------------------------------------------------------- 3. stopped before the first checkpoint
+def ctrl_c_at_step_2(monkeypatch):
+    step = train.Trainer.step
+
+    def interrupted(trainer, k):
+        if k == 1:
+            raise KeyboardInterrupt
+        return step(trainer, k)
+    monkeypatch.setattr(train.Trainer, "step", interrupted)
+
+
+def nan_at_step_1(monkeypatch):
+    real = train.multitask_loss
+
+    def nan(*a, **kw):
+        loss, parts = real(*a, **kw)
+        return loss * float("nan"), parts
+    monkeypatch.setattr(train, "multitask_loss", nan)
+
+
+def full_disk(monkeypatch):
+    def write_atomic(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    monkeypatch.setattr(R, "write_atomic", write_atomic)
+
+
+STOPS = {  # how the run stops -> what train.py says (None: the KeyboardInterrupt itself)
+    "ctrl-c": (ctrl_c_at_step_2, None),
+    "nan": (nan_at_step_1, "step 1: non-finite loss nan"),
+    "full disk": (full_disk, "the checkpoint of step 2 was not written (No space left on device)"),
+}
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(world, tmp_path, capsys, monkeypatch, stop):
+    args = ["--data", str(world), "--out", str(tmp_path), *FAST]
+    patch, said = STOPS[stop]
+    with monkeypatch.context() as m:
+        patch(m)
+        if said is None:
+            with pytest.raises(KeyboardInterrupt):
+                train.main(args)
+        else:
+            message = exit_message(args)
+            assert said in message and f"{tmp_path / 'stage1'} has no checkpoint yet: the same command without " \
+                                       f"--resume starts again" in message, message
+            assert "intact" not in message
+    run = tmp_path / "stage1"
+    assert not (run / RunDir.PENDING).exists()
+    assert "no checkpoint to resume; drop --resume" in exit_message([*args, "--resume"])
+    capsys.readouterr()
+    train.main(args)  # the same command again, nothing deleted by hand
+    assert f"warning: {run} held a run stopped before its first checkpoint" in capsys.readouterr().out
+    assert log_steps(run) == [1, 2, 2]  # the stopped run's lines are gone
+    assert json.loads((run / RunDir.INFO).read_text())["step"] == 2
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one(world, tmp_path, monkeypatch):
+    args = ["--data", str(world), "--out", str(tmp_path), *FAST, "--max-steps", "4"]
+    real, run = R.write_atomic, tmp_path / "stage1"
+
+    def full_at_step_4(path, data):
+        if path.name == RunDir.STATE and (run / RunDir.INFO).exists():  # the second checkpoint's train state
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+    with monkeypatch.context() as m:
+        m.setattr(R, "write_atomic", full_at_step_4)
+        message = exit_message(args)
+    assert message == f"train.py: {run}: the checkpoint of step 4 was not written (No space left on device); the " \
+                      f"checkpoint of step 2 in {run} is intact: --resume continues from it"
+    assert not (run / RunDir.PENDING).exists() and json.loads((run / RunDir.INFO).read_text())["step"] == 2
+    train.main([*args, "--resume"])
+    assert json.loads((run / RunDir.INFO).read_text())["step"] == 4
+
+
+# ----------------------------------------------------------------------------- 4. unreadable weights, unwritable --out
 def truncated(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -99,6 +205,40 @@ def test_a_truncated_weights_file_is_one_line(world, trained, tmp_path, capsys, 
     else:
         argv = ["--resume"] if command == "--resume" else ["--stage", "2", *FAST]
         assert said in exit_message(["--data", str(world), "--out", str(out), *argv])
+
+
+def refuse(call, err):
+    """``call`` (os.mkdir, os.open) failing with errno ``err`` for paths in a run directory."""
+    def refused(path, *a, **kw):
+        if "stage1" in str(path):
+            raise OSError(err, os.strerror(err), str(path))
+        return call(path, *a, **kw)
+    return refused
+
+
+@pytest.mark.parametrize("case", ["a file", "read-only filesystem", "unwritable directory"])
+def test_an_out_that_cannot_hold_a_run_is_one_line(world, tmp_path, monkeypatch, case):
+    """(Through monkeypatched calls where a real one needs a mount or a user other than root.)"""
+    out = tmp_path / "out"
+    if case == "a file":
+        out.write_text("not a directory")
+        reason = "Not a directory"
+    elif case == "read-only filesystem":
+        monkeypatch.setattr(os, "mkdir", refuse(os.mkdir, errno.EROFS))
+        reason = "Read-only file system"
+    else:
+        (out / "stage1").mkdir(parents=True)
+        monkeypatch.setattr(os, "open", refuse(os.open, errno.EACCES))
+        reason = "Permission denied"
+    assert exit_message(["--data", str(world), "--out", str(out), *FAST]) == (
+        f"train.py: {out / 'stage1'}: cannot create the run there ({reason}): --out must be a directory this user "
+        f"can write")
+
+
+# ----------------------------------------------------------------------------- 6. what --resume creates
+def test_resume_without_a_run_creates_nothing(world, tmp_path):
+    assert "no train_state.pt in" in exit_message(["--data", str(world), "--out", str(tmp_path), "--resume"])
+    assert not (tmp_path / "stage1").exists()
 
 
 # ----------------------------------------------------------------------------- 7. an adapter on another base

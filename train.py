@@ -107,6 +107,8 @@ PRESETS = {
     1: dict(max_steps=1500, lr=1e-3, lora_rank=0),
     2: dict(max_steps=450, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
+# fixed when a run starts (the network's shape, its LoRA layers): --resume keeps the run's
+NETWORK = ("model_size", "vocab_size", "max_text_len", "lora_rank", "lora_alpha", "lora_dropout")
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
                 log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, max_text_len=8,
                 lr=0.0, min_lr=0.0, grad_clip=0.0, flip_prob=0.0)
@@ -206,7 +208,8 @@ def init_dir(cfg: TrainConfig) -> RunDir | None:
 
 def check_run_dir(cfg: TrainConfig, run: RunDir) -> None:
     """Rank 0, before any data is read: refuse a stage with nothing to start from, take the run
-    directory (RunDir.take: one train.py at a time, a checkpoint to resume or none to overwrite)."""
+    directory (RunDir.take: one train.py at a time, a checkpoint to resume or none to overwrite),
+    and refuse a resume that would change the network."""
     init = init_dir(cfg)
     if not cfg.resume and init is not None and not init.has_model():
         sys.exit(f"train.py: no {RunDir.MODEL} in {init} "
@@ -216,6 +219,13 @@ def check_run_dir(cfg: TrainConfig, run: RunDir) -> None:
             run.take(cfg.resume)
     except CheckpointError as e:
         sys.exit(f"train.py: {e}")
+    if cfg.resume:
+        had = run.info()["config"]
+        wrong = [f"--{k.replace('_', '-')} {getattr(cfg, k)} (the run has {had[k]})"
+                 for k in NETWORK if k in had and getattr(cfg, k) != had[k]]
+        if wrong:
+            sys.exit(f"train.py: --resume: {', '.join(wrong)}: these fix the network, which a "
+                     f"resumed run keeps; drop them, or start a new run with --out DIR")
 
 
 def open_network(cfg: TrainConfig, src: data.Sources, run: RunDir,

@@ -235,7 +235,24 @@ def test_an_out_that_cannot_hold_a_run_is_one_line(world, tmp_path, monkeypatch,
         f"can write")
 
 
-# ----------------------------------------------------------------------------- 6. what --resume creates
+# ----------------------------------------------------------------------------- 5, 6. what --resume keeps and creates
+@pytest.mark.parametrize("flag, value, had", [("--model-size", "small", "tiny"), ("--vocab-size", "700", "600"),
+                                              ("--max-text-len", "64", "128"), ("--lora-rank", "4", "0")])
+def test_resume_refuses_flags_that_fix_the_network(world, trained, tmp_path, flag, value, had):
+    out = copy_of(trained, tmp_path)
+    info = (out / "stage1" / RunDir.INFO).read_text()
+    message = exit_message(["--data", str(world), "--out", str(out), "--resume", "--max-steps", "3", flag, value])
+    assert f"--resume: {flag} {value} (the run has {had}): these fix the network" in message
+    assert (out / "stage1" / RunDir.INFO).read_text() == info
+
+
+def test_resume_with_the_run_s_own_network_flags_goes_on(world, trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    train.main(["--data", str(world), "--out", str(out), "--resume", "--max-steps", "3", "--model-size", "tiny",
+                "--vocab-size", "600"])
+    assert json.loads((out / "stage1" / RunDir.INFO).read_text())["step"] == 3
+
+
 def test_resume_without_a_run_creates_nothing(world, tmp_path):
     assert "no train_state.pt in" in exit_message(["--data", str(world), "--out", str(tmp_path), "--resume"])
     assert not (tmp_path / "stage1").exists()

@@ -291,3 +291,26 @@ def test_checkpoint_files_are_as_readable_as_the_log(trained):
     mode = (trained / RunDir.LOG).stat().st_mode & 0o777
     for name in (RunDir.MODEL, RunDir.INFO, RunDir.STATE):
         assert (trained / name).stat().st_mode & 0o777 == mode, name
+
+
+# ----------------------------------------------------------------------------- 9. every RNG comes back
+def test_load_train_state_restores_every_rng(tmp_path):
+    """An exact resume restores every generator the run might draw from, whether or not today's code draws from
+    it (augmentations and dropout are added later): python's random, numpy's and torch's, as they were when the
+    checkpoint was saved."""
+    before = R.rng_states()
+    try:
+        run = RunDir(tmp_path)
+        net = M.Seq2Seq(M.ModelConfig(vocab_size=500, **M.MODEL_SIZES["tiny"]))
+        sampler = tensors.TaskSampler({"text_event": list(range(10))}, {"text_event": 1.0}, 2)
+        random.random(), np.random.rand(), torch.rand(1)  # states other than the seeds' at the save
+        run.save_checkpoint(net, torch.optim.AdamW(net.parameters()), sampler,
+                            dict(stage=1, tasks=["text_event"], step=3, config=dict(lora_rank=0)))
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(1), np.random.seed(1), torch.manual_seed(1)  # the resuming process draws its own
+        assert run.load_train_state(torch.optim.AdamW(net.parameters()), sampler) == 3
+        assert random.getstate() == saved[0]
+        assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), saved[1]))
+        assert torch.equal(torch.get_rng_state(), saved[2])
+    finally:
+        R.set_rng_states(before)

@@ -82,8 +82,7 @@ class RMPL:
         """A run directory train.py wrote; an adapter is merged into the weights (explicitly:
         inference runs on plain weights)."""
         run = RunDir(checkpoint)
-        return cls(run.open_network(device, lora="merged"), run.tokenizer(), run.info()["tasks"],
-                   **kw)
+        return cls(*run.open(device, lora="merged"), run.info()["tasks"], **kw)
 
     def run(self, examples: list[Example]) -> list[list[str]]:
         """Greedy-decode every example (in batches) -> its output tokens. Prompts longer than the

@@ -8,11 +8,15 @@
     rmpl.json           stage, tasks, step and the training config of the checkpoint
     train_state.pt      optimizer moments, sampler position, RNG states, step, the weights' sha256
     log.jsonl           one JSON line per log interval and per evaluation, appended
+    .lock               flock-ed by the one train.py that writes the run (RunDir.lock)
 
-``RunDir`` owns these names. A checkpoint (weights, rmpl.json, train_state.pt) is written as one
-unit that a kill cannot tear: its files are staged in ``.pending/``, committed by an empty
-COMMITTED file, then moved in; whatever a kill interrupts, the next start finds the previous
-checkpoint or the new one, whole. Every file is written atomically (temp file, fsync, rename).
+``RunDir`` owns these names. A directory holds a run once it holds a checkpoint: one stopped
+before its first (Ctrl-C, a full disk, a diverged loss) can simply be started again. One
+train.py at a time writes a run (RunDir.lock). A checkpoint (weights, rmpl.json, train_state.pt)
+is written as one unit that a kill cannot tear: its files are staged in ``.pending/``, committed
+by an empty COMMITTED file, then moved in; whatever a kill interrupts, the next start finds the
+previous checkpoint or the new one, whole. Every file is written atomically (temp file, fsync,
+rename).
 
 Weights are safetensors files that carry their ``ModelConfig`` (and ``schema.SCHEMA_VERSION``) as
 JSON metadata, so ``load_model(path)`` rebuilds the network from its own file; an adapter file
@@ -23,20 +27,23 @@ What this file does not do: define the network (model.py) or LoRA (lora.py), dec
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
 import pickle
 import random
-import tempfile
+import shutil
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 import schema
@@ -47,16 +54,18 @@ from model import ModelConfig, Seq2Seq
 
 # ============================================================================= weights files
 class CheckpointError(ValueError):
-    """A checkpoint or adapter file that does not fit:
-    wrong kind, missing/unexpected keys, other base."""
+    """A run directory or a weights file that does not fit: unreadable, wrong kind,
+    missing/unexpected keys, other base, another run's tokenizer, busy, not writable."""
 
 
 def write_atomic(path, data: bytes) -> None:
     """Write a temp file in the same directory, fsync, rename, fsync the directory: a crash (or a
     power cut) leaves the old file or the new one, never a torn one. A killed writer may leave a
-    ``.tmp-*`` file behind."""
+    ``.tmp-*`` file behind. The file gets the mode a plain ``open()`` gives (0o666 less the
+    umask), like the run's other files (tempfile.mkstemp's would be owner-only)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -78,9 +87,21 @@ def fsync_dir(folder) -> None:
         os.close(fd)
 
 
+def _readable(path, read):
+    """``read()`` a safetensors file; a file cut short (a copy interrupted, a full disk) is a
+    CheckpointError that names it."""
+    try:
+        return read()
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}): cut short or "
+                              f"not written by this code; put back a whole copy") from None
+
+
 def _read_metadata(path, kind: str) -> dict[str, str]:
-    with safe_open(os.fspath(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    def read():
+        with safe_open(os.fspath(path), framework="pt") as f:
+            return f.metadata() or {}
+    meta = _readable(path, read)
     if meta.get("format") != kind:
         raise CheckpointError(f"{path}: not an {kind} file "
                               f"(metadata format={meta.get('format')!r})")
@@ -136,7 +157,7 @@ def load_model(path, device="cpu") -> Seq2Seq:
     refuses missing/unexpected keys."""
     cfg = model_config(path, json.loads(_read_metadata(path, "rmpl-mini/model")["config"]))
     model = Seq2Seq(cfg).to(device)
-    state = load_file(os.fspath(path), device=str(device))
+    state = _readable(path, lambda: load_file(os.fspath(path), device=str(device)))
     _check_keys(path, _base_state(model), state)
     # strict would ask for head.weight, which is tok_emb.weight
     model.load_state_dict(state, strict=False)
@@ -165,17 +186,19 @@ def save_adapter(model: nn.Module, path, base_ref: str) -> None:
 
 def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
     """Add LoRA layers to a plain model as the file says, and load them. Refuses an adapter
-    trained on other base weights unless ``check_base=False``. Returns the model."""
+    trained on other base weights unless ``check_base=False`` (for API users who know better; the
+    commands always check). Returns the model."""
     meta = _read_metadata(path, "rmpl-mini/adapter")
     if check_base and weights_hash(model) != meta["base_hash"]:
-        raise CheckpointError(f"{path}: adapter was trained on base {meta['base_ref']!r} "
-                              f"(weights hash {meta['base_hash']}), "
-                              f"this model's weights hash to {weights_hash(model)}; "
-                              f"pass check_base=False to load it anyway")
+        raise CheckpointError(f"{path}: this adapter was trained on another base "
+                              f"({meta['base_ref']}, weights hash {meta['base_hash']}) than the "
+                              f"weights it is loaded onto (hash {weights_hash(model)}): put back "
+                              f"that base's model.safetensors beside it, or start the stage again")
     c = json.loads(meta["lora_config"])
     add_lora(model, c["targets"], c["r"], c["lora_alpha"], c["lora_dropout"])
     try:
-        state = load_file(os.fspath(path), device=str(next(model.parameters()).device))
+        device = str(next(model.parameters()).device)
+        state = _readable(path, lambda: load_file(os.fspath(path), device=device))
         _check_keys(path, lora_state_dict(model), state)
     except BaseException:  # leave the model as it came
         remove_lora(model)
@@ -205,9 +228,11 @@ class RunDir:
     STATE = "train_state.pt"
     LOG = "log.jsonl"
     PENDING = ".pending"  # a checkpoint being written; "COMMITTED" inside it marks it whole
+    LOCK = ".lock"
 
     def __init__(self, path):
         self.path = Path(path)
+        self._lock_fd = None  # the open .lock file while this process holds the run
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -216,8 +241,78 @@ class RunDir:
         return str(self.path)
 
     def holds_run(self) -> bool:
-        """A stage was started here (it has written its config or its log)."""
-        return (self / self.INFO).exists() or (self / self.LOG).exists()
+        """A checkpoint was written here (rmpl.json comes only with one; settle a cut-off write
+        with finish_checkpoint first). A run stopped before its first may be started again."""
+        return (self / self.INFO).exists()
+
+    def kept(self) -> str:
+        """What a stopped run leaves to go on from, for the message that stops it."""
+        if not self.holds_run():
+            return f"{self} has no checkpoint yet: the same command without --resume starts again"
+        return (f"the checkpoint of step {self.info()['step']} in {self} is intact: --resume "
+                f"continues from it")
+
+    # ------------------------------------------------------------------------- one writer
+    def take(self, resume: bool) -> None:
+        """Before a stage starts or resumes here: make this process the run's writer (lock),
+        settle a checkpoint write a kill cut off, then check that there is a whole checkpoint to
+        resume, or none that a fresh start would overwrite. A run stopped before its first
+        checkpoint holds none: it may be started again. Resuming nothing creates nothing."""
+        def nothing_to_resume(name):
+            return CheckpointError(f"--resume: no {name} in {self} (no checkpoint to resume; "
+                                   f"drop --resume to start)")
+        if resume and not self.path.is_dir():
+            raise nothing_to_resume(self.STATE)
+        if not self.lock():
+            warnings.warn(f"{self}: its filesystem cannot lock files, so nothing stops a second "
+                          f"train.py from writing here")
+        self.finish_checkpoint()
+        if resume:
+            lora = self.holds_run() and bool(self.info()["config"].get("lora_rank"))
+            for name in [self.STATE, self.INFO, self.TOKENIZER, self.MODEL] + [self.ADAPTER] * lora:
+                if not (self / name).is_file():
+                    raise nothing_to_resume(name)
+        elif self.holds_run():
+            raise CheckpointError(f"{self} already holds a run; --resume continues it, --out DIR "
+                                  f"starts a new one elsewhere (or delete {self} to start it "
+                                  f"again)")
+        elif (self / self.LOG).exists():  # its lines would mix with the new run's
+            (self / self.LOG).unlink()
+            warnings.warn(f"{self} held a run stopped before its first checkpoint: starting it "
+                          f"again (its {self.LOG} deleted)")
+
+    def lock(self) -> bool:
+        """Make this process the run's one writer, creating the directory: an exclusive
+        ``flock`` on ``.lock``, held until unlock() or the process ends. The kernel drops it when
+        the process dies, however it dies, so a crash or a kill leaves nothing stuck. It is
+        advisory (it stops another train.py, not other programs) and reliable on local
+        filesystems only: over a network filesystem two machines may not see each other's lock.
+        Returns False, unlocked, where the filesystem cannot lock at all."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise CheckpointError(f"{self}: cannot create the run there ({e.strerror or e}): "
+                                  f"--out must be a directory this user can write") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return False  # ENOLCK, EOPNOTSUPP...: a filesystem without locks
+            pid = (self / self.LOCK).read_text().strip()
+            raise CheckpointError(f"{self}: another train.py is using this run directory"
+                                  f"{f' (pid {pid})' if pid else ''}; wait for it to end, or "
+                                  f"pass --out DIR") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for the message above; the lock is the flock
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the file releases the flock
+            self._lock_fd = None
 
     def has_model(self) -> bool:
         return (self / self.MODEL).is_file()
@@ -230,19 +325,29 @@ class RunDir:
     def tokenizer(self) -> tensors.Tokenizer:
         return tensors.Tokenizer.load(self / self.TOKENIZER)
 
-    def open_network(self, device="cpu", lora: str = "merged") -> Seq2Seq:
-        """The base weights, with the adapter beside them if there is one: ``lora="merged"``
-        bakes it into plain weights (inference, or a new stage starting from this one);
-        ``"trainable"`` keeps the LoRA layers and makes only them trainable (resuming a LoRA
-        run; load_adapter checks that the base is the one they were trained on)."""
-        net = load_model(self / self.MODEL, device)
+    def open(self, device="cpu", lora: str = "merged") -> tuple[Seq2Seq, tensors.Tokenizer]:
+        """The network and its tokenizer, checked against each other: the base weights, with the
+        adapter beside them if there is one. ``lora="merged"`` bakes it into plain weights
+        (inference, or a new stage starting from this one); ``"trainable"`` keeps the LoRA layers
+        and makes only them trainable (resuming a LoRA run; load_adapter checks that the base is
+        the one they were trained on). A tokenizer of another size than the network's vocabulary
+        comes from another run: its ids would mean other pieces (or index past the embedding)."""
+        for name in (self.MODEL, self.TOKENIZER):
+            if not (self / name).is_file():
+                raise CheckpointError(f"{self}: no {name} here")
+        tok, net = self.tokenizer(), load_model(self / self.MODEL, device)
+        if tok.vocab_size != net.cfg.vocab_size:
+            raise CheckpointError(
+                f"{self / self.TOKENIZER} has {tok.vocab_size} pieces but {self / self.MODEL} "
+                f"was trained with a vocabulary of {net.cfg.vocab_size}: the tokenizer comes from "
+                f"another run; put back the one trained with this model")
         if (self / self.ADAPTER).exists():
             load_adapter(net, self / self.ADAPTER)
             if lora == "merged":
                 remove_lora(net, merge=True)
             else:
                 mark_only_lora_as_trainable(net)
-        return net
+        return net, tok
 
     def save_tokenizer(self, tok: tensors.Tokenizer) -> None:
         tok.save(self / self.TOKENIZER)
@@ -262,9 +367,19 @@ class RunDir:
         run (finish_checkpoint). A kill before COMMITTED leaves the previous checkpoint untouched;
         a kill after it leaves a whole checkpoint that finish_checkpoint moves in. Non-finite
         weights are refused before anything is written, so a diverged run never replaces a good
-        checkpoint. A network with LoRA layers saves only its adapter."""
-        check_finite(net, f"{self}: step {info['step']}")
+        checkpoint. A network with LoRA layers saves only its adapter. A write that fails (a full
+        disk) is a CheckpointError; the previous checkpoint is untouched."""
+        check_finite(net, f"{self}: step {info['step']}", self.kept())
         self.finish_checkpoint()  # one a kill interrupted; then .pending/ is free
+        try:
+            self._write_pending(net, opt, sampler, info)
+        except OSError as e:  # nothing was moved into the run yet: dropping .pending/ is safe
+            shutil.rmtree(self / self.PENDING, ignore_errors=True)
+            raise CheckpointError(f"{self}: the checkpoint of step {info['step']} was not written "
+                                  f"({e.strerror or e}); {self.kept()}") from None
+        self.finish_checkpoint()
+
+    def _write_pending(self, net, opt, sampler, info: dict) -> None:
         pending = self / self.PENDING
         pending.mkdir()
         lora = bool(lora_layers(net))
@@ -281,7 +396,6 @@ class RunDir:
         torch.save(state, buf)
         write_atomic(pending / self.STATE, buf.getvalue())
         write_atomic(pending / "COMMITTED", b"")  # the commit point
-        self.finish_checkpoint()
 
     def finish_checkpoint(self) -> None:
         """Settle a checkpoint write that a kill may have interrupted: a committed ``.pending/``
@@ -307,7 +421,7 @@ class RunDir:
 
     def load_train_state(self, opt, sampler) -> int:
         """Restore the optimizer moments, the sampler's position and every RNG; return the step.
-        The weights are in the network already (open_network). ``weights_only=True`` unpickles
+        The weights are in the network already (RunDir.open). ``weights_only=True`` unpickles
         tensors and plain containers only, so a tampered train_state.pt cannot run code; it is
         refused with a CheckpointError, as is a state that does not belong with the weights
         beside it (files copied from different checkpoints by hand: a kill cannot do it)."""
@@ -342,15 +456,15 @@ class RunDir:
         return state
 
 
-def check_finite(net: nn.Module, where: str) -> None:
-    """Refuse non-finite weights (one fused pass; the names on failure)."""
+def check_finite(net: nn.Module, where: str, kept: str) -> None:
+    """Refuse non-finite weights (one fused pass; the names on failure); ``kept`` says what the
+    run still has."""
     if torch.isfinite(torch.nn.utils.get_total_norm(list(net.parameters()))):
         return
     bad = ([n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
            or ["(their norm overflows)"])
     raise CheckpointError(f"{where}: non-finite weights in {', '.join(bad[:3])}"
-                          f"{' ...' if len(bad) > 3 else ''}; checkpoint not written, "
-                          f"the last one is kept")
+                          f"{' ...' if len(bad) > 3 else ''}; checkpoint not written; {kept}")
 
 
 def rng_states() -> dict:

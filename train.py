@@ -107,6 +107,8 @@ PRESETS = {
     1: dict(max_steps=1500, lr=1e-3, lora_rank=0),
     2: dict(max_steps=450, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
+# fixed when a run starts (the network's shape, its LoRA layers): --resume keeps the run's
+NETWORK = ("model_size", "vocab_size", "max_text_len", "lora_rank", "lora_alpha", "lora_dropout")
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
                 log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, max_text_len=8,
                 lr=0.0, min_lr=0.0, grad_clip=0.0, flip_prob=0.0)
@@ -205,17 +207,25 @@ def init_dir(cfg: TrainConfig) -> RunDir | None:
 
 
 def check_run_dir(cfg: TrainConfig, run: RunDir) -> None:
-    """Refuse, before any data is read, a run that would overwrite a checkpoint or has nothing to
-    start from."""
-    if cfg.resume:
-        return
-    if run.holds_run():
-        sys.exit(f"train.py: {run} already holds a run; --resume continues it, --out DIR starts a "
-                 f"new one elsewhere (or delete {run} to start it again)")
+    """Rank 0, before any data is read: refuse a stage with nothing to start from, take the run
+    directory (RunDir.take: one train.py at a time, a checkpoint to resume or none to overwrite),
+    and refuse a resume that would change the network."""
     init = init_dir(cfg)
-    if init is not None and not init.has_model():
+    if not cfg.resume and init is not None and not init.has_model():
         sys.exit(f"train.py: no {RunDir.MODEL} in {init} "
                  f"(run stage 1 first, or pass --init CKPT)")
+    try:
+        with warnings_as_lines():  # a filesystem that cannot lock
+            run.take(cfg.resume)
+    except CheckpointError as e:
+        sys.exit(f"train.py: {e}")
+    if cfg.resume:
+        had = run.info()["config"]
+        wrong = [f"--{k.replace('_', '-')} {getattr(cfg, k)} (the run has {had[k]})"
+                 for k in NETWORK if k in had and getattr(cfg, k) != had[k]]
+        if wrong:
+            sys.exit(f"train.py: --resume: {', '.join(wrong)}: these fix the network, which a "
+                     f"resumed run keeps; drop them, or start a new run with --out DIR")
 
 
 def open_network(cfg: TrainConfig, src: data.Sources, run: RunDir,
@@ -224,14 +234,16 @@ def open_network(cfg: TrainConfig, src: data.Sources, run: RunDir,
     starts from (--init, or stage 1 for stage 2), or nothing (stage 1 from scratch). With
     ``--lora-rank``, LoRA layers are added and only they train. Under DDP every rank builds the
     same tokenizer and network (Tokenizer.train is byte-deterministic); only the master writes."""
-    run.path.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
-        return resume_network(cfg, run)
+        return resume_network(run)
     init = init_dir(cfg)
     if init is None:
         net, tok = new_network(cfg, src)
     else:  # an adapter beside its base is baked in; the base is copied, so the run stands alone
-        net, tok = init.open_network(lora="merged"), init.tokenizer()
+        try:
+            net, tok = init.open(lora="merged")
+        except (ValueError, OSError) as e:  # CheckpointError, DataError (the tokenizer)
+            sys.exit(f"train.py: {e}")
         if run.path.resolve() != init.path.resolve() and master:
             run.save_base(net)
     if master:
@@ -259,16 +271,15 @@ def new_network(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors
                                    max_text_len=cfg.max_text_len)), tok
 
 
-def resume_network(cfg: TrainConfig, run: RunDir) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
+def resume_network(run: RunDir) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
     """--resume: the run's own tokenizer and weights (base + trainable adapter), nothing
-    re-trained or re-copied. Building the network draws its random init, which the weights
-    overwrite; load_train_state then restores the RNG states of the interrupted run."""
-    needed = [RunDir.STATE, RunDir.INFO, RunDir.TOKENIZER, RunDir.MODEL]
-    for name in needed + [RunDir.ADAPTER] * bool(cfg.lora_rank):
-        if not (run / name).is_file():
-            sys.exit(f"train.py: --resume: no {name} in {run} "
-                     f"(no checkpoint to resume; drop --resume to start)")
-    return run.open_network(lora="trainable"), run.tokenizer()
+    re-trained or re-copied (RunDir.take saw them there). Building the network draws its random
+    init, which the weights overwrite; load_train_state then restores the RNG states of the
+    interrupted run."""
+    try:
+        return run.open(lora="trainable")
+    except (ValueError, OSError) as e:
+        sys.exit(f"train.py: --resume: {e}")
 
 
 # ============================================================================= evaluation
@@ -375,11 +386,9 @@ def teardown_distributed(env: Dist) -> None:
         dist.destroy_process_group()
 
 
-def load_run_data(cfg: TrainConfig, run: RunDir, env: Dist) -> data.Sources:
-    """Settle a checkpoint write a kill cut off (rank 0, before anyone reads the run), then read
-    --data; the other ranks wait meanwhile, since rank 0 may also be generating the toy world."""
-    if env.master and run.path.is_dir():
-        run.finish_checkpoint()
+def load_run_data(cfg: TrainConfig, env: Dist) -> data.Sources:
+    """Read --data; the other ranks wait meanwhile, since rank 0 may also be checking and settling
+    the run directory (check_run_dir) and generating the toy world."""
     if env.ddp and not env.master:
         dist.barrier()
     src = load_data(cfg)
@@ -447,10 +456,12 @@ class Trainer:
     t0: float = field(default_factory=time.time)
 
     @classmethod
-    def set_up(cls, cfg: TrainConfig, env: Dist) -> "Trainer":
-        run = RunDir(Path(cfg.out) / f"stage{cfg.stage}")
-        check_run_dir(cfg, run)
-        src = load_run_data(cfg, run, env)
+    def set_up(cls, cfg: TrainConfig, env: Dist, run: RunDir) -> "Trainer":
+        """Everything the loop needs; rank 0 takes the run directory (check_run_dir: its lock,
+        which the caller releases)."""
+        if env.master:  # rank 0 decides for all: torchrun stops the others if it exits
+            check_run_dir(cfg, run)
+        src = load_run_data(cfg, env)
         net, tok = open_network(cfg, src, run, env.master)
         net.to(env.device).train()
         model = ddp_model(net) if env.ddp else net
@@ -518,9 +529,8 @@ class Trainer:
         # checked before the update, so the weights stay finite
         if not torch.isfinite(loss.detach() + norm):
             sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm "
-                     f"{norm.item()}; stopped without updating or saving (the last checkpoint in "
-                     f"{self.run} is intact). A lower --lr (now {cfg.lr}) or --grad-clip may "
-                     f"help; --resume continues from the checkpoint")
+                     f"{norm.item()}; stopped without updating or saving ({self.run.kept()}). A "
+                     f"lower --lr (now {cfg.lr}) or --grad-clip may help")
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return loss, parts, norm
@@ -553,7 +563,7 @@ class Trainer:
                 "config": asdict(cfg)}
         try:
             self.run.save_checkpoint(self.net, self.opt, self.sampler, info)
-        except CheckpointError as e:  # this step's update made the weights non-finite (--lr inf)
+        except CheckpointError as e:  # non-finite weights (--lr inf), or a full disk
             sys.exit(f"train.py: {e}")
         return record
 
@@ -570,20 +580,24 @@ def main(argv=None) -> dict:
     # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
     set_seed(cfg.seed)
     env = setup_distributed(cfg)
-    trainer = Trainer.set_up(cfg, env)
-    if trainer.start >= cfg.max_steps:
-        print(f"stage {cfg.stage} is already done: {trainer.run} (raise --max-steps to train on)")
-    bar = tqdm(range(trainer.start, cfg.max_steps), initial=trainer.start, total=cfg.max_steps,
-               disable=None if env.master else True, desc=f"stage {cfg.stage}")
-    record = {}
-    for step in bar:
-        loss, parts, norm = trainer.step(step)
-        last = step + 1 == cfg.max_steps
-        if (step + 1) % cfg.log_every == 0 or last:
-            record = trainer.log_line(step, loss, parts, norm)
-        if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait
-            record = trainer.evaluate_and_save(step)
-    trainer.log.close()
+    run = RunDir(Path(cfg.out) / f"stage{cfg.stage}")
+    try:
+        trainer = Trainer.set_up(cfg, env, run)
+        if trainer.start >= cfg.max_steps:
+            print(f"stage {cfg.stage} is already done: {run} (raise --max-steps to train on)")
+        bar = tqdm(range(trainer.start, cfg.max_steps), initial=trainer.start, total=cfg.max_steps,
+                   disable=None if env.master else True, desc=f"stage {cfg.stage}")
+        record = {}
+        for step in bar:
+            loss, parts, norm = trainer.step(step)
+            last = step + 1 == cfg.max_steps
+            if (step + 1) % cfg.log_every == 0 or last:
+                record = trainer.log_line(step, loss, parts, norm)
+            if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait
+                record = trainer.evaluate_and_save(step)
+        trainer.log.close()
+    finally:  # however the run ends (Ctrl-C, an error), its directory is free for the next
+        run.unlock()
     if trainer.start < cfg.max_steps:
         since = f" (from step {trainer.start})" if trainer.start else ""
         print(f"stage {cfg.stage} done in {time.time() - trainer.t0:.0f}s{since}: {trainer.run}")

@@ -117,8 +117,10 @@ def parse_args(argv=None) -> TrainConfig:
     default. With --resume, what is not given is the run's own setting (its rmpl.json)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
-        presets = "; ".join(f"stage {k}: {v[f.name]}" for k, v in PRESETS.items() if f.name in v)
-        help = f"{f.metadata['help']} (default {presets or repr(f.default)})"
+        # a knob of PRESETS: every stage's default, the field's where a stage has none
+        per_stage = "; ".join(f"stage {k}: {v.get(f.name, f.default)}" for k, v in PRESETS.items())
+        staged = any(f.name in v for v in PRESETS.values())
+        help = f"{f.metadata['help']} (default {per_stage if staged else repr(f.default)})"
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             p.add_argument(flag, action="store_true", default=None, help=help)

@@ -41,6 +41,19 @@ def test_every_flag_has_help(capsys):
         assert text.split(name, 2)[2].split("--", 1)[0].strip(), f"{name} has no help"
 
 
+@pytest.mark.parametrize("flag, default", [
+    ("--warmup-steps", "stage 1: 100; stage 2: 50"),   # only stage 2 has a preset: stage 1's is the field's
+    ("--max-steps", "stage 1: 1500; stage 2: 450"),
+    ("--lr", "stage 1: 0.001; stage 2: 0.0005"),
+    ("--min-lr", "0.0001"),                            # the same for every stage
+])
+def test_the_help_gives_each_stages_default(flag, default, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    assert f"(default {default})" in text.split(f" {flag} {flag[2:].replace('-', '_').upper()} ", 1)[1]
+
+
 def test_an_existing_run_is_not_overwritten(world, tmp_path):
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
     train.main(args)

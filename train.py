@@ -142,13 +142,18 @@ def parse_args(argv=None) -> TrainConfig:
     if given.get("model_size", "small") not in M.MODEL_SIZES:
         p.error(f"--model-size must be one of {', '.join(M.MODEL_SIZES)}")
     if given.get("resume"):
-        return TrainConfig(**{**PRESETS[stage], **run_settings(given, stage), **given})
-    if stage == 1 and given.get("init") and "lora_rank" not in given:
-        # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
-        given["lora_rank"] = 16
-    if stage == 1 and not given.get("init") and given.get("lora_rank"):
-        p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
-    return TrainConfig(**{**PRESETS[stage], **given})
+        cfg = TrainConfig(**{**PRESETS[stage], **run_settings(given, stage), **given})
+    else:
+        if stage == 1 and given.get("init") and "lora_rank" not in given:
+            # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
+            given["lora_rank"] = 16
+        if stage == 1 and not given.get("init") and given.get("lora_rank"):
+            p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
+        cfg = TrainConfig(**{**PRESETS[stage], **given})
+    if cfg.min_lr > cfg.lr:  # the defaults count too: --lr 5e-5 alone is under min_lr's 1e-4
+        p.error(f"--min-lr {cfg.min_lr} is above --lr {cfg.lr}: the cosine would climb from the "
+                f"peak to the floor; give --min-lr at most --lr")
+    return cfg
 
 
 def run_settings(given: dict, stage: int) -> dict:

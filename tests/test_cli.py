@@ -32,6 +32,16 @@ def test_bad_values_are_refused_before_anything_runs(flag, value, tmp_path, caps
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("argv", [["--min-lr", "0.01"],                       # above the default --lr 1e-3
+                                  ["--lr", "5e-5"],                          # under the default --min-lr 1e-4
+                                  ["--stage", "2", "--min-lr", "6e-4"]])     # above stage 2's lr 5e-4
+def test_a_floor_above_the_peak_lr_is_refused(argv, tmp_path, capsys):
+    assert exit_message([*argv, "--out", str(tmp_path)]) == "2"
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--min-lr" in err and "is above --lr" in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_every_flag_has_help(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])

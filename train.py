@@ -82,7 +82,8 @@ class TrainConfig:
     beta2: float = knob(0.99, "AdamW's second-moment decay")
     weight_decay: float = knob(0.01, "AdamW weight decay of weight matrices (not of biases and "
                                      "norms)")
-    grad_clip: float = knob(1.0, "gradient norm clipping")
+    grad_clip: float = knob(1.0, "largest gradient norm of a step: a larger one is scaled down "
+                                 "to it (0: no clipping; the norm is still logged)")
     lora_rank: int = knob(0, "LoRA rank r; 0 fine-tunes every weight")
     lora_alpha: float = knob(32.0, "LoRA alpha: the update is scaled by alpha / r")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input")
@@ -521,7 +522,8 @@ class Trainer:
         if env.ddp:
             dist.all_reduce(loss)
             loss = loss / env.world
-        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        # the norm before clipping, logged; --grad-clip 0 means no clipping (inf: a factor of 1)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip or math.inf)
         # checked before the update, so the weights stay finite
         if not torch.isfinite(loss.detach() + norm):
             sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm "

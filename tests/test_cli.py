@@ -2,6 +2,8 @@
 import json
 
 import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import evaluate
 import rmpl
@@ -62,6 +64,31 @@ def test_the_help_gives_each_stages_default(flag, default, capsys):
         train.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
     assert f"(default {default})" in text.split(f" {flag} {flag[2:].replace('-', '_').upper()} ", 1)[1]
+
+
+def logged(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("clip", ["1e-3", "0"])
+def test_grad_clip_scales_the_update_and_0_turns_it_off(clip, world, tmp_path):
+    stepped = []  # the norm of the gradients each optimizer step applies: after clipping
+
+    def record(opt, args, kwargs):
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        stepped.append(torch.nn.utils.get_total_norm(grads).item())
+    hook = register_optimizer_step_pre_hook(record)
+    try:
+        train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--log-every", "1",
+                    "--model-size", "tiny", "--grad-clip", clip])
+    finally:
+        hook.remove()
+    norms = [r["grad_norm"] for r in logged(tmp_path / "stage1") if "grad_norm" in r]  # before clipping
+    assert len(stepped) == len(norms) == 2 and min(norms) > 0.1
+    if clip == "0":  # no clipping: the whole gradient (--grad-clip 0 once scaled every gradient by 0)
+        assert stepped == pytest.approx(norms, abs=1e-3)  # logged to 3 decimals
+    else:
+        assert max(stepped) == pytest.approx(1e-3, rel=1e-3)
 
 
 def test_an_existing_run_is_not_overwritten(world, tmp_path):

@@ -91,6 +91,14 @@ def test_grad_clip_scales_the_update_and_0_turns_it_off(clip, world, tmp_path):
         assert max(stepped) == pytest.approx(1e-3, rel=1e-3)
 
 
+def test_eval_batches_0_turns_the_dev_loss_off(world, tmp_path, capsys):
+    train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--model-size", "tiny",
+                "--eval-batches", "0"])
+    evals = [r for r in logged(tmp_path / "stage1") if "dev_f1" in r]
+    assert len(evals) == 1 and "dev_loss" not in evals[0]  # not a dev loss of 0.000
+    assert "eval     2 | dev loss off | dev F1" in capsys.readouterr().out
+
+
 def test_an_existing_run_is_not_overwritten(world, tmp_path):
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
     train.main(args)

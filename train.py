@@ -47,7 +47,7 @@ import schema as S
 import tensors
 import toy
 from run import CheckpointError, RunDir
-from tasks import STAGE_TASKS, build_tasks, multitask_loss, task_sampling_weights
+from tasks import STAGE_TASKS, TASK_SOURCE, build_tasks, multitask_loss, task_sampling_weights
 
 
 def knob(default, help: str):
@@ -74,7 +74,9 @@ class TrainConfig:
     resume: bool = knob(False, "continue OUT/stagek from its last checkpoint; flags not given are "
                                "the run's")
     max_steps: int = knob(1500, "optimizer steps")
-    batch_size: int = knob(32, "examples per step and process (x --grad-accum)")
+    batch_size: int = knob(32, "examples per micro-batch and process (a step takes --grad-accum "
+                               "of them); the processes' batches together may hold at most the "
+                               "stage's training examples (all its tasks together)")
     grad_accum: int = knob(1, "micro-batches per optimizer step")
     lr: float = knob(1e-3, "peak learning rate, after the linear warmup")
     min_lr: float = knob(1e-4, "floor of the cosine decay, reached at --max-steps")
@@ -396,9 +398,23 @@ def load_run_data(cfg: TrainConfig, run: RunDir, env: Dist) -> data.Sources:
     return src
 
 
+def warn_missing_sources(cfg: TrainConfig, tasks, src: data.Sources) -> None:
+    """One warning per source without training data: the stage trains without its tasks (none
+    left at all: encode_splits' error)."""
+    lost = {}
+    for task in tasks:
+        if not getattr(src, TASK_SOURCE[task]).get("train"):
+            lost.setdefault(TASK_SOURCE[task], []).append(task)
+    for source, names in lost.items():
+        what = "training data" if (Path(cfg.data) / source).is_dir() else "directory"
+        print(f"warning: {cfg.data} has no {source}/ {what}: stage {cfg.stage} trains without "
+              f"{', '.join(names)}")
+
+
 def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
                   mcfg: M.ModelConfig) -> tuple[dict, dict]:
     """The train and dev examples of each task, as encoded tensors; truncations reported once."""
+    warn_missing_sources(cfg, tasks, src)
     cut = Counter()
 
     def encode(split):
@@ -425,6 +441,19 @@ def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
         sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} "
                  f"({', '.join(tasks)})")
     return train, dev
+
+
+def check_batch_size(cfg: TrainConfig, train: dict, world: int) -> None:
+    """Refuse a global batch (--batch-size x processes) larger than the stage's training examples,
+    all tasks together: it would hold every example more than once, and its tensors alone can
+    outgrow memory (--batch-size 100000 on a 268-example world took 22.9 GB)."""
+    have = sum(len(v) for v in train.values())
+    if cfg.batch_size * world > have:
+        sizes = ", ".join(f"{t} {len(v)}" for t, v in train.items())
+        procs = f" x {world} processes" if world > 1 else ""
+        sys.exit(f"train.py: --batch-size {cfg.batch_size}{procs} is more than the {have} "
+                 f"training examples of stage {cfg.stage}'s tasks in {cfg.data} ({sizes}): "
+                 f"a batch would repeat examples; use at most {have // world}")
 
 
 def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -464,6 +493,7 @@ class Trainer:
         model = ddp_model(net) if env.ddp else net
         tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else STAGE_TASKS[cfg.stage]
         train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
+        check_batch_size(cfg, train, env.world)
         # one global batch, one state
         sampler = tensors.TaskSampler(train, task_sampling_weights(train), cfg.batch_size,
                                       seed=cfg.seed, shard=(env.rank, env.world),

@@ -1,5 +1,6 @@
 """A new user's path through the commands: what each mistake says, through main([...])."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,6 +98,35 @@ def test_eval_batches_0_turns_the_dev_loss_off(world, tmp_path, capsys):
     evals = [r for r in logged(tmp_path / "stage1") if "dev_f1" in r]
     assert len(evals) == 1 and "dev_loss" not in evals[0]  # not a dev loss of 0.000
     assert "eval     2 | dev loss off | dev F1" in capsys.readouterr().out
+
+
+def test_a_batch_larger_than_the_training_data_is_refused(world, tmp_path):
+    # the tiny world's stage 1: 24 text_event, 16 image_event and 6 relation training examples
+    message = exit_message(["--data", str(world), "--out", str(tmp_path), *FAST, "--batch-size", "100000"])
+    assert message.startswith("train.py: --batch-size 100000 is more than the 46 training examples")
+    assert "(text_event 24, image_event 16, relation 6)" in message and message.endswith("at most 46")
+    message = exit_message(["--data", str(world), "--out", str(tmp_path), *FAST, "--tasks", "text_event",
+                            "--batch-size", "25"])
+    assert "more than the 24 training examples" in message and message.endswith("at most 24")
+    train.main(["--data", str(world), "--out", str(tmp_path / "full"), *FAST, "--model-size", "tiny",
+                "--tasks", "text_event", "--batch-size", "24"])  # every example once: allowed
+
+
+def without(world: Path, source: str, root: Path) -> Path:
+    """The world without one source directory (the others linked, not copied)."""
+    root.mkdir()
+    for sub in world.iterdir():
+        if sub.name != source:
+            (root / sub.name).symlink_to(sub)
+    return root
+
+
+def test_a_missing_source_is_one_warning_naming_its_tasks(world, tmp_path, capsys):
+    data = without(world, "swig", tmp_path / "data")
+    train.main(["--data", str(data), "--out", str(tmp_path / "runs"), *FAST, "--model-size", "tiny"])
+    out = capsys.readouterr().out
+    assert f"warning: {data} has no swig/ directory: stage 1 trains without image_event\n" in out
+    assert "stage 1: tasks text_event (24), relation (6);" in out
 
 
 def test_an_existing_run_is_not_overwritten(world, tmp_path):

@@ -502,7 +502,11 @@ class Trainer:
         self = cls(cfg, env, run, src, net, model, tok, tasks, dev, sampler, params,
                    make_optimizer(params, cfg))
         if cfg.resume:
-            self.resume()
+            try:
+                self.resume()
+            except tensors.SamplerStateError as e:  # an explicit --seed or --data not the run's
+                sys.exit(f"train.py: --resume: {e} (the run's vs now); a resume needs the run's own "
+                         f"data and seed (leave --data and --seed out to take {run}'s)")
         print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
               f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters; "
               f"device {env.device}" + (f" x {env.world} processes" if env.ddp else ""))

@@ -129,6 +129,18 @@ def test_a_missing_source_is_one_warning_naming_its_tasks(world, tmp_path, capsy
     assert "stage 1: tasks text_event (24), relation (6);" in out
 
 
+def test_a_resume_with_another_seed_or_other_data_is_one_line(world, tmp_path):
+    args = ["--out", str(tmp_path / "runs"), *FAST, "--model-size", "tiny"]
+    train.main(["--data", str(world), *args])
+    message = exit_message(["--resume", "--seed", "1", "--max-steps", "3", "--out", str(tmp_path / "runs")])
+    assert message.startswith("train.py: --resume: seed 0 vs 1 (the run's vs now)")
+    assert "a resume needs the run's own data and seed" in message
+    data = without(world, "swig", tmp_path / "data")
+    message = exit_message(["--resume", "--data", str(data), "--max-steps", "3", "--out", str(tmp_path / "runs")])
+    assert message.startswith("train.py: --resume: the task sizes differ (text_event 24, image_event 16, "
+                              "relation 6 vs text_event 24, relation 6): the data changed (the run's vs now)")
+
+
 def test_an_existing_run_is_not_overwritten(world, tmp_path):
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
     train.main(args)

@@ -176,7 +176,7 @@ class ConvBlock(nn.Sequential):
     (B, a, H, W) -> (B, b, H/2, W/2), or (B, b, H, W) without the pool.
 
     BatchNorm's statistics are those of the batch's images only: Seq2Seq.encode runs the tower on
-    the examples that have an image (train.example_losses forwards them as their own sub-batch), and
+    the examples that have an image (example_losses forwards them as their own sub-batch), and
     under DDP each process's images. GroupNorm, which has no batch statistics, learned far more
     slowly (experiments/vision.md)."""
 
@@ -357,3 +357,23 @@ class Seq2Seq(nn.Module):
                 break
         rows = [row[1:] for row in out.tolist()]
         return [row[:row.index(cfg.eos_id)] if cfg.eos_id in row else row for row in rows]
+
+
+# ======================================================================= examples in, losses out
+def example_losses(net, items: list[dict],
+                   device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs
+    of tasks.multitask_loss.
+
+    Text-only examples and examples with an image go through the network as two sub-batches: in one
+    mixed batch every text example would carry the image's masked patch slots through every encoder
+    layer. The losses are the same; the compute is not.
+    """
+    pad_id = getattr(net, "module", net).cfg.pad_id  # a DDP wrapper keeps the network in .module
+    out = []
+    for group in ([e for e in items if not e["has_image"]], [e for e in items if e["has_image"]]):
+        if group:
+            batch = {k: v.to(device) for k, v in tensors.collate(group, pad_id).items()}
+            _, ce_sum = net(batch, reduction="sum")
+            out.append((ce_sum.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
+    return tuple(torch.cat(parts) for parts in zip(*out))

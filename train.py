@@ -39,7 +39,6 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import data
-import evaluate
 import lora
 import model as M
 import rmpl
@@ -282,25 +281,6 @@ def resume_network(cfg: TrainConfig, run: RunDir) -> tuple[M.Seq2Seq, tensors.To
 
 
 # ============================================================================= evaluation
-def example_losses(net, items: list[dict],
-                   device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs
-    of tasks.multitask_loss.
-
-    Text-only examples and examples with an image go through the network as two sub-batches: in one
-    mixed batch every text example would carry the image's masked patch slots through every encoder
-    layer. The losses are the same; the compute is not.
-    """
-    pad_id = getattr(net, "module", net).cfg.pad_id  # a DDP wrapper keeps the network in .module
-    out = []
-    for group in ([e for e in items if not e["has_image"]], [e for e in items if e["has_image"]]):
-        if group:
-            batch = {k: v.to(device) for k, v in tensors.collate(group, pad_id).items()}
-            _, ce_sum = net(batch, reduction="sum")
-            out.append((ce_sum.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
-    return tuple(torch.cat(parts) for parts in zip(*out))
-
-
 @torch.no_grad()
 def dev_loss(net, dev: dict, n_batches: int, batch_size: int, device) -> dict[str, float]:
     """Mean token cross-entropy per task on the first ``n_batches`` batches of each dev task
@@ -310,28 +290,11 @@ def dev_loss(net, dev: dict, n_batches: int, batch_size: int, device) -> dict[st
     for task, encoded in dev.items():
         total = n = 0
         for i in range(0, min(len(encoded), n_batches * batch_size), batch_size):
-            ce_sum, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
+            ce_sum, tokens, _ = M.example_losses(net, encoded[i:i + batch_size], device)
             total, n = total + ce_sum.sum().item(), n + tokens.sum().item()
         out[task] = total / max(n, 1)
     net.train()
     return out
-
-
-def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[str, float]:
-    """Strict F1 of the six cells on the first ``n_docs`` M2E2 dev documents (a progress signal, not
-    a result)."""
-    if gold is None or n_docs <= 0:
-        return {}
-    docs = sorted({S.doc_id(k) for k in gold.sentences})[:n_docs]
-    sub = data.M2E2({k: s for k, s in gold.sentences.items() if S.doc_id(k) in docs},
-                    {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
-                    [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
-    was_training = net.training  # rmpl.RMPL puts the network in eval mode
-    pred = rmpl.RMPL(net, tok, tasks).predict(list(sub.sentences.values()),
-                                              list(sub.images.values()))
-    net.train(was_training)
-    cells = evaluate.score(sub, pred)
-    return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}
 
 
 # ============================================================================= processes
@@ -505,8 +468,8 @@ class Trainer:
             try:
                 self.resume()
             except tensors.SamplerStateError as e:  # an explicit --seed or --data not the run's
-                sys.exit(f"train.py: --resume: {e} (the run's vs now); a resume needs the run's own "
-                         f"data and seed (leave --data and --seed out to take {run}'s)")
+                sys.exit(f"train.py: --resume: {e} (the run's vs now); a resume needs the run's "
+                         f"own data and seed (leave --data and --seed out to take {run}'s)")
         print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
               f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters; "
               f"device {env.device}" + (f" x {env.world} processes" if env.ddp else ""))
@@ -547,7 +510,7 @@ class Trainer:
             with nullcontext() if sync else self.model.no_sync():
                 with autocast:  # under DDP: world x this rank's part of the global batch's loss
                     part, parts = multitask_loss(
-                        *example_losses(self.model, next(self.sampler), env.device),
+                        *M.example_losses(self.model, next(self.sampler), env.device),
                         all_reduce=dist.all_reduce if env.ddp else None, world_size=env.world)
                 # the step's gradient: the mean over its micro-batches
                 (part / cfg.grad_accum).backward()
@@ -586,8 +549,8 @@ class Trainer:
         if cfg.eval_batches:  # 0: no dev loss (none logged: a 0.000 would read as a perfect fit)
             record["dev_loss"] = dev_loss(self.net, self.dev, cfg.eval_batches,
                                           cfg.batch_size * self.env.world, self.env.device)
-        record["dev_f1"] = quick_score(self.net, self.tok, self.tasks, self.src.m2e2.get("dev"),
-                                       cfg.dev_docs)
+        record["dev_f1"] = rmpl.quick_score(self.net, self.tok, self.tasks,
+                                            self.src.m2e2.get("dev"), cfg.dev_docs)
         losses = " ".join(f"{t} {v:.3f}" for t, v in record.get("dev_loss", {}).items())
         tqdm.write(f"eval {step + 1:5d} | dev loss {losses if cfg.eval_batches else 'off'}"
                    + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))

@@ -332,12 +332,30 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
 
 
 def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
-    """find_unused_parameters: a slice without images leaves the vision tower out of the graph.
-    broadcast_buffers=False: BatchNorm keeps per-process statistics; a broadcast would be a
-    collective in every forward, and processes make different numbers of them (a text sub-batch,
-    an image sub-batch, or both)."""
-    return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True,
-                                                     broadcast_buffers=False)
+    """DDP over the network but its vision tower, which a slice without images leaves out of the
+    graph (find_unused_parameters would traverse the graph every step, and warn whenever nothing
+    was left out): average_tower_grads averages its gradients. Its BatchNorm buffers, the only
+    ones, stay per process: processes make different numbers of forwards (text, image sub-batch)."""
+    DDP = torch.nn.parallel.DistributedDataParallel
+    tower = [*net.vision.named_parameters(), *net.vision.named_buffers()]
+    DDP._set_params_and_buffers_to_ignore_for_model(net, [f"vision.{n}" for n, _ in tower])
+    return DDP(net)
+
+
+def average_tower_grads(net: M.Seq2Seq, world: int) -> None:
+    """The vision tower's gradients averaged over the processes as DDP averages the others: a
+    process whose slices held no image adds zeros; if none held one, they stay None, as in one
+    process (AdamW then leaves the tower alone)."""
+    params = [p for p in net.vision.parameters() if p.requires_grad]  # none under LoRA
+    if params:
+        used = torch.tensor(float(params[0].grad is not None), device=params[0].device)
+        dist.all_reduce(used)  # the tower is in a process's graph whole or not at all
+    if params and used.item():
+        flat = torch.cat([p.grad.flatten() if p.grad is not None else p.new_zeros(p.numel())
+                          for p in params]) / world
+        dist.all_reduce(flat)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
 
 
 def teardown_distributed(env: Dist) -> None:
@@ -517,6 +535,7 @@ class Trainer:
             loss = loss + part.detach() / cfg.grad_accum
         # log the global loss: the ranks' parts add up to it (each part here is world x its part)
         if env.ddp:
+            average_tower_grads(self.net, env.world)
             dist.all_reduce(loss)
             loss = loss / env.world
         # the norm before clipping, logged; --grad-clip 0 means no clipping (inf: a factor of 1)

@@ -377,3 +377,19 @@ def example_losses(net, items: list[dict],
             _, ce_sum = net(batch, reduction="sum")
             out.append((ce_sum.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
     return tuple(torch.cat(parts) for parts in zip(*out))
+
+
+@torch.no_grad()
+def dev_loss(net, dev: dict, n_batches: int, batch_size: int, device) -> dict[str, float]:
+    """Mean token cross-entropy per task on the first ``n_batches`` batches of each dev task
+    (global batches under DDP: the same dev examples whatever the number of processes)."""
+    net.eval()
+    out = {}
+    for task, encoded in dev.items():
+        total = n = 0
+        for i in range(0, min(len(encoded), n_batches * batch_size), batch_size):
+            ce_sum, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
+            total, n = total + ce_sum.sum().item(), n + tokens.sum().item()
+        out[task] = total / max(n, 1)
+    net.train()
+    return out

@@ -280,23 +280,6 @@ def resume_network(cfg: TrainConfig, run: RunDir) -> tuple[M.Seq2Seq, tensors.To
     return run.open_network(lora="trainable"), run.tokenizer()
 
 
-# ============================================================================= evaluation
-@torch.no_grad()
-def dev_loss(net, dev: dict, n_batches: int, batch_size: int, device) -> dict[str, float]:
-    """Mean token cross-entropy per task on the first ``n_batches`` batches of each dev task
-    (global batches under DDP: the same dev examples whatever the number of processes)."""
-    net.eval()
-    out = {}
-    for task, encoded in dev.items():
-        total = n = 0
-        for i in range(0, min(len(encoded), n_batches * batch_size), batch_size):
-            ce_sum, tokens, _ = M.example_losses(net, encoded[i:i + batch_size], device)
-            total, n = total + ce_sum.sum().item(), n + tokens.sum().item()
-        out[task] = total / max(n, 1)
-    net.train()
-    return out
-
-
 # ============================================================================= processes
 @dataclass
 class Dist:
@@ -566,8 +549,8 @@ class Trainer:
         """Dev loss per task and the quick dev score, logged; then the checkpoint of this step."""
         cfg, record = self.cfg, {"step": step + 1}
         if cfg.eval_batches:  # 0: no dev loss (none logged: a 0.000 would read as a perfect fit)
-            record["dev_loss"] = dev_loss(self.net, self.dev, cfg.eval_batches,
-                                          cfg.batch_size * self.env.world, self.env.device)
+            record["dev_loss"] = M.dev_loss(self.net, self.dev, cfg.eval_batches,
+                                            cfg.batch_size * self.env.world, self.env.device)
         record["dev_f1"] = rmpl.quick_score(self.net, self.tok, self.tasks,
                                             self.src.m2e2.get("dev"), cfg.dev_docs)
         losses = " ".join(f"{t} {v:.3f}" for t, v in record.get("dev_loss", {}).items())

@@ -73,9 +73,8 @@ class TrainConfig:
     resume: bool = knob(False, "continue OUT/stagek from its last checkpoint; flags not given are "
                                "the run's")
     max_steps: int = knob(1500, "optimizer steps")
-    batch_size: int = knob(32, "examples per micro-batch and process (a step takes --grad-accum "
-                               "of them); the processes' batches together may hold at most the "
-                               "stage's training examples (all its tasks together)")
+    batch_size: int = knob(32, "examples per micro-batch and process (x --grad-accum per step); "
+                               "x processes, at most the stage's training examples (all tasks)")
     grad_accum: int = knob(1, "micro-batches per optimizer step")
     lr: float = knob(1e-3, "peak learning rate, after the linear warmup")
     min_lr: float = knob(1e-4, "floor of the cosine decay, reached at --max-steps")
@@ -199,10 +198,9 @@ def load_data(cfg: TrainConfig) -> data.Sources:
     print(f"reading {root} ...")
     with warnings_as_lines():
         try:
-            sources = data.read_sources(root)
+            return data.read_sources(root)
         except data.DataError as e:  # it names the file, the record and the problem
             sys.exit(f"train.py: {e}")
-    return sources
 
 
 def init_dir(cfg: TrainConfig) -> RunDir | None:
@@ -283,8 +281,7 @@ def resume_network(cfg: TrainConfig, run: RunDir) -> tuple[M.Seq2Seq, tensors.To
 # ============================================================================= processes
 @dataclass
 class Dist:
-    """Where this process runs: its device and, under torchrun, its rank among ``world``
-    processes."""
+    """Where this process runs: its device and, under torchrun, its rank of ``world``."""
     device: torch.device
     rank: int = 0
     world: int = 1
@@ -296,8 +293,7 @@ class Dist:
 
 
 def setup_distributed(cfg: TrainConfig) -> Dist:
-    """One process per device under torchrun (nccl on CUDA, gloo on CPU); else a plain single
-    process."""
+    """One process per device under torchrun (nccl on CUDA, gloo on CPU), else a plain one."""
     try:
         env = Dist(M.pick_device(cfg.device))
     except ValueError as e:
@@ -363,8 +359,7 @@ def load_run_data(cfg: TrainConfig, run: RunDir, env: Dist) -> data.Sources:
 
 
 def warn_missing_sources(cfg: TrainConfig, tasks, src: data.Sources) -> None:
-    """One warning per source without training data: the stage trains without its tasks (none
-    left at all: encode_splits' error)."""
+    """One warning per source without training data, naming the tasks the stage goes without."""
     lost = {}
     for task in tasks:
         if not getattr(src, TASK_SOURCE[task]).get("train"):
@@ -408,14 +403,13 @@ def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
 
 
 def check_batch_size(cfg: TrainConfig, train: dict, world: int) -> None:
-    """Refuse a global batch (--batch-size x processes) larger than the stage's training examples,
-    all tasks together: it would hold every example more than once, and its tensors alone can
-    outgrow memory (--batch-size 100000 on a 268-example world took 22.9 GB)."""
+    """Refuse a global batch (--batch-size x processes) larger than the stage's training examples
+    (all tasks): it repeats examples, and can outgrow memory (100000 on 268 examples: 22.9 GB)."""
     have = sum(len(v) for v in train.values())
     if cfg.batch_size * world > have:
         sizes = ", ".join(f"{t} {len(v)}" for t, v in train.items())
-        procs = f" x {world} processes" if world > 1 else ""
-        sys.exit(f"train.py: --batch-size {cfg.batch_size}{procs} is more than the {have} "
+        sys.exit(f"train.py: --batch-size {cfg.batch_size}"
+                 f"{f' x {world} processes' if world > 1 else ''} is more than the {have} "
                  f"training examples of stage {cfg.stage}'s tasks in {cfg.data} ({sizes}): "
                  f"a batch would repeat examples; use at most {have // world}")
 
@@ -444,6 +438,7 @@ class Trainer:
     params: list          # the trainable parameters, in the network's order (clipping)
     opt: torch.optim.AdamW
     start: int = 0        # the step the loop starts at (> 0 when resuming)
+    now: int = 0          # the step being trained (0-based)
     log: object = None    # log.jsonl, appended (rank 0)
     t0: float = field(default_factory=time.time)
 
@@ -565,9 +560,40 @@ class Trainer:
             sys.exit(f"train.py: {e}")
         return record
 
+    def train(self) -> dict:
+        """The loop: steps start .. max_steps - 1, logged, evaluated and saved on schedule."""
+        cfg, record = self.cfg, {}
+        if self.start >= cfg.max_steps:
+            print(f"stage {cfg.stage} is already done: {self.run} (raise --max-steps to train on)")
+        with tqdm(range(self.start, cfg.max_steps), initial=self.start, total=cfg.max_steps,
+                  disable=None if self.env.master else True, desc=f"stage {cfg.stage}") as bar:
+            for step in bar:
+                self.now = step
+                loss, parts, norm = self.step(step)
+                last = step + 1 == cfg.max_steps
+                if (step + 1) % cfg.log_every == 0 or last:
+                    record = self.log_line(step, loss, parts, norm)
+                if self.env.master and ((step + 1) % cfg.eval_every == 0 or last):  # others wait
+                    record = self.evaluate_and_save(step)
+        self.log.close()
+        if self.start < cfg.max_steps:
+            since = f" (from step {self.start})" if self.start else ""
+            print(f"stage {cfg.stage} done in {time.time() - self.t0:.0f}s{since}: {self.run}")
+        return record
+
     def write(self, record: dict) -> None:
         self.log.write(json.dumps(record) + "\n")
         self.log.flush()
+
+
+def interrupted(cfg: TrainConfig, trainer: Trainer | None) -> str:
+    """What a Ctrl-C leaves: the step it cut, and the checkpoint that --resume continues from."""
+    run = trainer.run if trainer else RunDir(Path(cfg.out) / f"stage{cfg.stage}")
+    try:
+        saved = f"the last checkpoint is step {run.info()['step']} (--resume continues from it)"
+    except (OSError, ValueError, KeyError):  # no rmpl.json: no checkpoint yet
+        saved = "no checkpoint has been written yet"
+    return f"interrupted {f'at step {trainer.now + 1}' if trainer else 'while setting up'}; {saved}"
 
 
 def main(argv=None) -> dict:
@@ -578,23 +604,14 @@ def main(argv=None) -> dict:
     # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
     set_seed(cfg.seed)
     env = setup_distributed(cfg)
-    trainer = Trainer.set_up(cfg, env)
-    if trainer.start >= cfg.max_steps:
-        print(f"stage {cfg.stage} is already done: {trainer.run} (raise --max-steps to train on)")
-    bar = tqdm(range(trainer.start, cfg.max_steps), initial=trainer.start, total=cfg.max_steps,
-               disable=None if env.master else True, desc=f"stage {cfg.stage}")
-    record = {}
-    for step in bar:
-        loss, parts, norm = trainer.step(step)
-        last = step + 1 == cfg.max_steps
-        if (step + 1) % cfg.log_every == 0 or last:
-            record = trainer.log_line(step, loss, parts, norm)
-        if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait
-            record = trainer.evaluate_and_save(step)
-    trainer.log.close()
-    if trainer.start < cfg.max_steps:
-        since = f" (from step {trainer.start})" if trainer.start else ""
-        print(f"stage {cfg.stage} done in {time.time() - trainer.t0:.0f}s{since}: {trainer.run}")
+    trainer = None
+    try:
+        trainer = Trainer.set_up(cfg, env)
+        record = trainer.train()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130: killed by SIGINT
+        if env.master:
+            print(f"train.py: {interrupted(cfg, trainer)}", file=sys.stderr)
+        sys.exit(130)
     teardown_distributed(env)
     return record
 

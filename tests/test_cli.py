@@ -141,6 +141,23 @@ def test_a_resume_with_another_seed_or_other_data_is_one_line(world, tmp_path):
                               "relation 6 vs text_event 24, relation 6): the data changed (the run's vs now)")
 
 
+@pytest.mark.parametrize("at, said", [
+    (3, "interrupted at step 4; the last checkpoint is step 2 (--resume continues from it)"),
+    (0, "interrupted at step 1; no checkpoint has been written yet")])
+def test_ctrl_c_is_one_line_and_exit_status_130(at, said, world, tmp_path, monkeypatch, capsys):
+    real = train.Trainer.step
+
+    def step(trainer, k):  # Ctrl-C in the k-th step (0-based)
+        if k == at:
+            raise KeyboardInterrupt
+        return real(trainer, k)
+    monkeypatch.setattr(train.Trainer, "step", step)
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--model-size", "tiny", "--max-steps", "4"])
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == f"train.py: {said}\n"
+
+
 def test_an_existing_run_is_not_overwritten(world, tmp_path):
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
     train.main(args)

@@ -58,8 +58,8 @@ def knob(default, help: str):
 class TrainConfig:
     stage: int = knob(1, "1: text EE + visual EE + multimedia RE in one schema; 2: EMI + ARE "
                          "from stage 1")
-    data: str = knob(toy.DEFAULT_DATA, "a data directory (layout: docs/real_data.md); the default "
-                                       "toy world is generated there on first use")
+    data: str = knob(toy.DEFAULT_DATA, "a data directory (layout: docs/real_data.md); the default, "
+                                       "the repository's toy world, is generated on first use")
     out: str = knob("runs", "runs directory: stage k writes OUT/stagek")
     init: str = knob("", "the checkpoint to start from. Stage 2: default OUT/stage1. Stage 1: a "
                          "base model, whose frozen weights then get LoRA adapters (--lora-rank 16 "

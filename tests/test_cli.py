@@ -158,6 +158,31 @@ def test_ctrl_c_is_one_line_and_exit_status_130(at, said, world, tmp_path, monke
     assert capsys.readouterr().err == f"train.py: {said}\n"
 
 
+def test_the_default_world_is_the_repositorys_from_any_directory(tmp_path, monkeypatch, capsys):
+    """Not ./data/toy: a second 17 MB world in every directory train.py was run from."""
+    monkeypatch.chdir(tmp_path)
+    default = Path(train.__file__).resolve().parent / "data" / "toy"
+    assert train.parse_args([]).data == toy.DEFAULT_DATA == str(default)
+    asked = []
+
+    def stop(root, *args, **kwargs):  # the generator writes 17 MB, the reader reads them: not here
+        asked.append(Path(root))
+        raise InterruptedError
+    monkeypatch.setattr(toy.world, "generate", stop)
+    monkeypatch.setattr(train.data, "read_sources", stop)
+    with pytest.raises(InterruptedError):
+        train.main(["--out", "runs", *FAST])
+    out = capsys.readouterr().out
+    if asked[0] == default:  # the repository has its world already
+        assert f"reading {default} ..." in out
+    else:
+        assert asked[0] == default.with_name("toy.partial")  # then renamed to data/toy
+        assert out.startswith(f"generating the toy world in {default} (first use")
+    assert exit_message(["--data", "data/toy", "--out", "runs", *FAST]) == "2"  # ./data/toy: not the default
+    assert f"(only the default, {default}, is generated" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 def test_an_existing_run_is_not_overwritten(world, tmp_path):
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
     train.main(args)

@@ -17,6 +17,8 @@
   and a decoder position always sees itself.
 * ``ModelConfig`` holds every field that fixes a tensor shape or the meaning of an id; run.py saves
   it inside every weights file, so a network rebuilds from its own file.
+* ``example_losses`` feeds a list of encoded examples through the network (text-only and image
+  examples as two sub-batches) for train.py's loss; ``dev_loss`` is its mean per task.
 
 What this file does not do: tokenisation and image loading (tensors.py), LoRA layers (lora.py),
 prompts, task mixing and loss weights (tasks.py), weights files (run.py), optimisers and training

@@ -40,6 +40,7 @@ import math
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -459,14 +460,15 @@ def report(gold: M2E2, pred: Predictions, args: argparse.Namespace) -> None:
         print("\n" + format_table(cells, t))
 
 
-def warnings_to_stderr(read):
-    """Run ``read()``; print the warnings it raised as ``warning: ...`` lines on stderr."""
+@contextmanager
+def warnings_as_lines(stream=None):
+    """The readers' counted skips and doubts, printed as one ``warning: ...`` line each (on
+    ``stream``, default stderr) once the block is done."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = read()
+        yield
     for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    return out
+        print(f"warning: {w.message}", file=stream or sys.stderr)
 
 
 def run_command(main) -> None:
@@ -502,7 +504,8 @@ def main(argv: list[str] | None = None) -> None:
         return gold, load_predictions(args.pred, gold)
 
     try:
-        gold, pred = warnings_to_stderr(read)
+        with warnings_as_lines():
+            gold, pred = read()
     except (OSError, ValueError) as e:  # PredictionError, DataError, a missing file
         fail(e)
     report(gold, pred, args)

@@ -17,6 +17,8 @@
   and a decoder position always sees itself.
 * ``ModelConfig`` holds every field that fixes a tensor shape or the meaning of an id; run.py saves
   it inside every weights file, so a network rebuilds from its own file.
+* ``example_losses`` feeds a list of encoded examples through the network (text-only and image
+  examples as two sub-batches) for train.py's loss; ``dev_loss`` is its mean per task.
 
 What this file does not do: tokenisation and image loading (tensors.py), LoRA layers (lora.py),
 prompts, task mixing and loss weights (tasks.py), weights files (run.py), optimisers and training
@@ -176,7 +178,7 @@ class ConvBlock(nn.Sequential):
     (B, a, H, W) -> (B, b, H/2, W/2), or (B, b, H, W) without the pool.
 
     BatchNorm's statistics are those of the batch's images only: Seq2Seq.encode runs the tower on
-    the examples that have an image (train.example_losses forwards them as their own sub-batch), and
+    the examples that have an image (example_losses forwards them as their own sub-batch), and
     under DDP each process's images. GroupNorm, which has no batch statistics, learned far more
     slowly (experiments/vision.md)."""
 
@@ -357,3 +359,39 @@ class Seq2Seq(nn.Module):
                 break
         rows = [row[1:] for row in out.tolist()]
         return [row[:row.index(cfg.eos_id)] if cfg.eos_id in row else row for row in rows]
+
+
+# ======================================================================= examples in, losses out
+def example_losses(net, items: list[dict],
+                   device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs
+    of tasks.multitask_loss.
+
+    Text-only examples and examples with an image go through the network as two sub-batches: in one
+    mixed batch every text example would carry the image's masked patch slots through every encoder
+    layer. The losses are the same; the compute is not.
+    """
+    pad_id = getattr(net, "module", net).cfg.pad_id  # a DDP wrapper keeps the network in .module
+    out = []
+    for group in ([e for e in items if not e["has_image"]], [e for e in items if e["has_image"]]):
+        if group:
+            batch = {k: v.to(device) for k, v in tensors.collate(group, pad_id).items()}
+            _, ce_sum = net(batch, reduction="sum")
+            out.append((ce_sum.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
+    return tuple(torch.cat(parts) for parts in zip(*out))
+
+
+@torch.no_grad()
+def dev_loss(net, dev: dict, n_batches: int, batch_size: int, device) -> dict[str, float]:
+    """Mean token cross-entropy per task on the first ``n_batches`` batches of each dev task
+    (global batches under DDP: the same dev examples whatever the number of processes)."""
+    net.eval()
+    out = {}
+    for task, encoded in dev.items():
+        total = n = 0
+        for i in range(0, min(len(encoded), n_batches * batch_size), batch_size):
+            ce_sum, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
+            total, n = total + ce_sum.sum().item(), n + tokens.sum().item()
+        out[task] = total / max(n, 1)
+    net.train()
+    return out

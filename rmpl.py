@@ -240,6 +240,23 @@ def predict_file(checkpoint, gold: data.M2E2, out: Path, device: str = "auto",
     return pred
 
 
+def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[str, float]:
+    """Strict F1 of the six cells on the first ``n_docs`` M2E2 dev documents (a progress signal, not
+    a result): train.py's quick dev score."""
+    if gold is None or n_docs <= 0:
+        return {}
+    docs = sorted({S.doc_id(k) for k in gold.sentences})[:n_docs]
+    sub = data.M2E2({k: s for k, s in gold.sentences.items() if S.doc_id(k) in docs},
+                    {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
+                    [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
+    was_training = net.training  # RMPL puts the network in eval mode
+    pred = RMPL(net, tok, tasks).predict(list(sub.sentences.values()),
+                                         list(sub.images.values()))
+    net.train(was_training)
+    cells = evaluate.score(sub, pred)
+    return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}
+
+
 # ============================================================================= command line
 def default_pred_out(checkpoint, gold_dir: Path) -> Path:
     """CHECKPOINT/predictions_toy_m2e2_test.jsonl for data/toy/m2e2/test: one file per gold
@@ -275,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         return gold, predict_file(args.checkpoint, gold, out, args.device, args.links)
 
     try:
-        gold, pred = evaluate.warnings_to_stderr(extract)
+        with evaluate.warnings_as_lines():
+            gold, pred = extract()
     except (OSError, ValueError) as e:  # DataError, CheckpointError, a missing file
         evaluate.fail(e)
     print(f"predictions: {out}", file=sys.stderr)

@@ -50,6 +50,10 @@ STAGE_TASKS = {
     1: ("text_event", "image_event", "relation"),
     2: ("text_mention", "image_mention", "text_argument", "image_argument"),
 }
+# The source a task's examples are cast from: a data directory's subdirectory (docs/real_data.md)
+TASK_SOURCE = {"text_event": "ace", "image_event": "swig", "relation": "mnre",
+               "text_mention": "ace", "image_mention": "swig",
+               "text_argument": "ace", "image_argument": "swig"}
 ALPHA = 0.5                                   # task sampling: p_t ~ n_t ** ALPHA
 TASK_WEIGHTS = {t: 1.0 for t in S.TASKS}      # lambda_t in the loss
 
@@ -163,12 +167,13 @@ def build_tasks(tasks, sentences, images, relations) -> dict[str, list[Example]]
     skipped, counted, and reported in one warning per task."""
     out = {}
     for task in tasks:
+        records = {"ace": sentences, "swig": images, "mnre": relations}[TASK_SOURCE[task]]
         if task == "relation":
-            records, make = relations, relation_examples
+            make = relation_examples
         elif task.startswith("text"):
-            records, make = sentences, lambda s: text_examples(task, s)
+            make = lambda s: text_examples(task, s)
         else:
-            records, make = images, lambda i: image_examples(task, i)
+            make = lambda i: image_examples(task, i)
         out[task], skipped = [], []
         for rec in records:
             try:

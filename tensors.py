@@ -330,6 +330,10 @@ def _sort_same_role(ids: list[int]) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- task sampling
+class SamplerStateError(ValueError):
+    """A sampler state that is not this sampler's: saved with another seed or other data."""
+
+
 class TaskSampler:
     """Endless batches that mix tasks; the items are Examples or anything else (encoded dicts).
 
@@ -370,10 +374,16 @@ class TaskSampler:
                 "sizes": {t: len(self.datasets[t]) for t in self.tasks}}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["seed"] != self.seed or state["sizes"] != self.state_dict()["sizes"]:
-            raise ValueError(f"TaskSampler: cannot resume a sampler of seed {state['seed']}, "
-                             f"sizes {state['sizes']} with seed {self.seed}, "
-                             f"sizes {self.state_dict()['sizes']}")
+        """SamplerStateError, saying what differs (the state's vs this sampler's), for a state of
+        another seed or of other data: its positions would point at other examples."""
+        sizes = self.state_dict()["sizes"]
+        show = lambda n: ", ".join(f"{t} {k}" for t, k in n.items())
+        differs = [f"seed {state['seed']} vs {self.seed}"] * (state["seed"] != self.seed)
+        if state["sizes"] != sizes:
+            differs.append(f"the task sizes differ ({show(state['sizes'])} vs {show(sizes)}): "
+                           f"the data changed")
+        if differs:
+            raise SamplerStateError("; ".join(differs))
         self.step, self.cursor = (int(state["step"]),
                                   {t: int(state["cursor"][t]) for t in self.tasks})
 

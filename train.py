@@ -27,9 +27,8 @@ import os
 import random
 import sys
 import time
-import warnings
 from collections import Counter
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -47,7 +46,7 @@ import schema as S
 import tensors
 import toy
 from run import CheckpointError, RunDir
-from tasks import STAGE_TASKS, build_tasks, multitask_loss, task_sampling_weights
+from tasks import STAGE_TASKS, TASK_SOURCE, build_tasks, multitask_loss, task_sampling_weights
 
 
 def knob(default, help: str):
@@ -59,8 +58,8 @@ def knob(default, help: str):
 class TrainConfig:
     stage: int = knob(1, "1: text EE + visual EE + multimedia RE in one schema; 2: EMI + ARE "
                          "from stage 1")
-    data: str = knob(toy.DEFAULT_DATA, "a data directory (layout: docs/real_data.md); the default "
-                                       "toy world is generated there on first use")
+    data: str = knob(toy.DEFAULT_DATA, "a data directory (layout: docs/real_data.md); the default, "
+                                       "the repository's toy world, is generated on first use")
     out: str = knob("runs", "runs directory: stage k writes OUT/stagek")
     init: str = knob("", "the checkpoint to start from. Stage 2: default OUT/stage1. Stage 1: a "
                          "base model, whose frozen weights then get LoRA adapters (--lora-rank 16 "
@@ -74,7 +73,8 @@ class TrainConfig:
     resume: bool = knob(False, "continue OUT/stagek from its last checkpoint; flags not given are "
                                "the run's")
     max_steps: int = knob(1500, "optimizer steps")
-    batch_size: int = knob(32, "examples per step and process (x --grad-accum)")
+    batch_size: int = knob(32, "examples per micro-batch and process (x --grad-accum per step); "
+                               "x processes, at most the stage's training examples (all tasks)")
     grad_accum: int = knob(1, "micro-batches per optimizer step")
     lr: float = knob(1e-3, "peak learning rate, after the linear warmup")
     min_lr: float = knob(1e-4, "floor of the cosine decay, reached at --max-steps")
@@ -82,7 +82,8 @@ class TrainConfig:
     beta2: float = knob(0.99, "AdamW's second-moment decay")
     weight_decay: float = knob(0.01, "AdamW weight decay of weight matrices (not of biases and "
                                      "norms)")
-    grad_clip: float = knob(1.0, "gradient norm clipping")
+    grad_clip: float = knob(1.0, "largest gradient norm of a step: a larger one is scaled down "
+                                 "to it (0: no clipping; the norm is still logged)")
     lora_rank: int = knob(0, "LoRA rank r; 0 fine-tunes every weight")
     lora_alpha: float = knob(32.0, "LoRA alpha: the update is scaled by alpha / r")
     lora_dropout: float = knob(0.05, "dropout on the LoRA input")
@@ -94,7 +95,7 @@ class TrainConfig:
                                   "past the cut can be neither read nor extracted")
     log_every: int = knob(50, "steps between log lines")
     eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
-    eval_batches: int = knob(4, "dev-loss batches per task at each evaluation")
+    eval_batches: int = knob(4, "dev-loss batches per task at each evaluation (0: no dev loss)")
     dev_docs: int = knob(10, "M2E2 dev documents of the quick dev F1 at each evaluation (0: off)")
     flip_prob: float = knob(0.5, "probability of mirroring a training image with its boxes")
 
@@ -119,8 +120,10 @@ def parse_args(argv=None) -> TrainConfig:
     default. With --resume, what is not given is the run's own setting (its rmpl.json)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
-        presets = "; ".join(f"stage {k}: {v[f.name]}" for k, v in PRESETS.items() if f.name in v)
-        help = f"{f.metadata['help']} (default {presets or repr(f.default)})"
+        # a knob of PRESETS: every stage's default, the field's where a stage has none
+        per_stage = "; ".join(f"stage {k}: {v.get(f.name, f.default)}" for k, v in PRESETS.items())
+        staged = any(f.name in v for v in PRESETS.values())
+        help = f"{f.metadata['help']} (default {per_stage if staged else repr(f.default)})"
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             p.add_argument(flag, action="store_true", default=None, help=help)
@@ -142,13 +145,18 @@ def parse_args(argv=None) -> TrainConfig:
     if given.get("model_size", "small") not in M.MODEL_SIZES:
         p.error(f"--model-size must be one of {', '.join(M.MODEL_SIZES)}")
     if given.get("resume"):
-        return TrainConfig(**{**PRESETS[stage], **run_settings(given, stage), **given})
-    if stage == 1 and given.get("init") and "lora_rank" not in given:
-        # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
-        given["lora_rank"] = 16
-    if stage == 1 and not given.get("init") and given.get("lora_rank"):
-        p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
-    return TrainConfig(**{**PRESETS[stage], **given})
+        cfg = TrainConfig(**{**PRESETS[stage], **run_settings(given, stage), **given})
+    else:
+        if stage == 1 and given.get("init") and "lora_rank" not in given:
+            # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
+            given["lora_rank"] = 16
+        if stage == 1 and not given.get("init") and given.get("lora_rank"):
+            p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
+        cfg = TrainConfig(**{**PRESETS[stage], **given})
+    if cfg.min_lr > cfg.lr:  # the defaults count too: --lr 5e-5 alone is under min_lr's 1e-4
+        p.error(f"--min-lr {cfg.min_lr} is above --lr {cfg.lr}: the cosine would climb from the "
+                f"peak to the floor; give --min-lr at most --lr")
+    return cfg
 
 
 def run_settings(given: dict, stage: int) -> dict:
@@ -177,25 +185,14 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 # ============================================================================= set-up
-@contextmanager
-def warnings_as_lines():
-    """The readers' and task builders' counted skips, printed as one ``warning: ...`` line each."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        print(f"warning: {w.message}")
-
-
 def load_data(cfg: TrainConfig) -> data.Sources:
     root = toy.ensure_data(cfg.data)
     print(f"reading {root} ...")
-    with warnings_as_lines():
+    with evaluate.warnings_as_lines(sys.stdout):
         try:
-            sources = data.read_sources(root)
+            return data.read_sources(root)
         except data.DataError as e:  # it names the file, the record and the problem
             sys.exit(f"train.py: {e}")
-    return sources
 
 
 def init_dir(cfg: TrainConfig) -> RunDir | None:
@@ -215,7 +212,7 @@ def check_run_dir(cfg: TrainConfig, run: RunDir) -> None:
         sys.exit(f"train.py: no {RunDir.MODEL} in {init} "
                  f"(run stage 1 first, or pass --init CKPT)")
     try:
-        with warnings_as_lines():  # a filesystem that cannot lock
+        with evaluate.warnings_as_lines(sys.stdout):  # a filesystem that cannot lock
             run.take(cfg.resume)
     except CheckpointError as e:
         sys.exit(f"train.py: {e}")
@@ -282,64 +279,10 @@ def resume_network(run: RunDir) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
         sys.exit(f"train.py: --resume: {e}")
 
 
-# ============================================================================= evaluation
-def example_losses(net, items: list[dict],
-                   device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example token CE sums, target token counts and task ids of encoded examples: the inputs
-    of tasks.multitask_loss.
-
-    Text-only examples and examples with an image go through the network as two sub-batches: in one
-    mixed batch every text example would carry the image's masked patch slots through every encoder
-    layer. The losses are the same; the compute is not.
-    """
-    pad_id = getattr(net, "module", net).cfg.pad_id  # a DDP wrapper keeps the network in .module
-    out = []
-    for group in ([e for e in items if not e["has_image"]], [e for e in items if e["has_image"]]):
-        if group:
-            batch = {k: v.to(device) for k, v in tensors.collate(group, pad_id).items()}
-            _, ce_sum = net(batch, reduction="sum")
-            out.append((ce_sum.float(), (batch["target_ids"] != pad_id).sum(1), batch["task_ids"]))
-    return tuple(torch.cat(parts) for parts in zip(*out))
-
-
-@torch.no_grad()
-def dev_loss(net, dev: dict, n_batches: int, batch_size: int, device) -> dict[str, float]:
-    """Mean token cross-entropy per task on the first ``n_batches`` batches of each dev task
-    (global batches under DDP: the same dev examples whatever the number of processes)."""
-    net.eval()
-    out = {}
-    for task, encoded in dev.items():
-        total = n = 0
-        for i in range(0, min(len(encoded), n_batches * batch_size), batch_size):
-            ce_sum, tokens, _ = example_losses(net, encoded[i:i + batch_size], device)
-            total, n = total + ce_sum.sum().item(), n + tokens.sum().item()
-        out[task] = total / max(n, 1)
-    net.train()
-    return out
-
-
-def quick_score(net, tok, tasks, gold: data.M2E2 | None, n_docs: int) -> dict[str, float]:
-    """Strict F1 of the six cells on the first ``n_docs`` M2E2 dev documents (a progress signal, not
-    a result)."""
-    if gold is None or n_docs <= 0:
-        return {}
-    docs = sorted({S.doc_id(k) for k in gold.sentences})[:n_docs]
-    sub = data.M2E2({k: s for k, s in gold.sentences.items() if S.doc_id(k) in docs},
-                    {k: i for k, i in gold.images.items() if S.doc_id(k) in docs},
-                    [l for l in gold.links if S.doc_id(l.sentence_id) in docs])
-    was_training = net.training  # rmpl.RMPL puts the network in eval mode
-    pred = rmpl.RMPL(net, tok, tasks).predict(list(sub.sentences.values()),
-                                              list(sub.images.values()))
-    net.train(was_training)
-    cells = evaluate.score(sub, pred)
-    return {k: v["f1"] for k, v in cells.items() if isinstance(v, dict)}
-
-
 # ============================================================================= processes
 @dataclass
 class Dist:
-    """Where this process runs: its device and, under torchrun, its rank among ``world``
-    processes."""
+    """Where this process runs: its device and, under torchrun, its rank of ``world``."""
     device: torch.device
     rank: int = 0
     world: int = 1
@@ -351,8 +294,7 @@ class Dist:
 
 
 def setup_distributed(cfg: TrainConfig) -> Dist:
-    """One process per device under torchrun (nccl on CUDA, gloo on CPU); else a plain single
-    process."""
+    """One process per device under torchrun (nccl on CUDA, gloo on CPU), else a plain one."""
     try:
         env = Dist(M.pick_device(cfg.device))
     except ValueError as e:
@@ -370,12 +312,30 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
 
 
 def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
-    """find_unused_parameters: a slice without images leaves the vision tower out of the graph.
-    broadcast_buffers=False: BatchNorm keeps per-process statistics; a broadcast would be a
-    collective in every forward, and processes make different numbers of them (a text sub-batch,
-    an image sub-batch, or both)."""
-    return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True,
-                                                     broadcast_buffers=False)
+    """DDP over the network but its vision tower, which a slice without images leaves out of the
+    graph (find_unused_parameters would traverse the graph every step, and warn whenever nothing
+    was left out): average_tower_grads averages its gradients. Its BatchNorm buffers, the only
+    ones, stay per process: processes make different numbers of forwards (text, image sub-batch)."""
+    DDP = torch.nn.parallel.DistributedDataParallel
+    tower = [*net.vision.named_parameters(), *net.vision.named_buffers()]
+    DDP._set_params_and_buffers_to_ignore_for_model(net, [f"vision.{n}" for n, _ in tower])
+    return DDP(net)
+
+
+def average_tower_grads(net: M.Seq2Seq, world: int) -> None:
+    """The vision tower's gradients averaged over the processes as DDP averages the others: a
+    process whose slices held no image adds zeros; if none held one, they stay None, as in one
+    process (AdamW then leaves the tower alone)."""
+    params = [p for p in net.vision.parameters() if p.requires_grad]  # none under LoRA
+    if params:
+        used = torch.tensor(float(params[0].grad is not None), device=params[0].device)
+        dist.all_reduce(used)  # the tower is in a process's graph whole or not at all
+    if params and used.item():
+        flat = torch.cat([p.grad.flatten() if p.grad is not None else p.new_zeros(p.numel())
+                          for p in params]) / world
+        dist.all_reduce(flat)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
 
 
 def teardown_distributed(env: Dist) -> None:
@@ -397,9 +357,21 @@ def load_run_data(cfg: TrainConfig, env: Dist) -> data.Sources:
     return src
 
 
+def warn_missing_sources(cfg: TrainConfig, tasks, src: data.Sources) -> None:
+    """One warning per source without training data, naming the tasks the stage goes without."""
+    lost = {}
+    for task in (t for t in tasks if not getattr(src, TASK_SOURCE[t]).get("train")):
+        lost.setdefault(TASK_SOURCE[task], []).append(task)
+    for source, names in lost.items():
+        what = "training data" if (Path(cfg.data) / source).is_dir() else "directory"
+        print(f"warning: {cfg.data} has no {source}/ {what}: stage {cfg.stage} trains without "
+              f"{', '.join(names)}")
+
+
 def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
                   mcfg: M.ModelConfig) -> tuple[dict, dict]:
     """The train and dev examples of each task, as encoded tensors; truncations reported once."""
+    warn_missing_sources(cfg, tasks, src)
     cut = Counter()
 
     def encode(split):
@@ -413,7 +385,7 @@ def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
         return out
 
     try:
-        with warnings_as_lines():
+        with evaluate.warnings_as_lines(sys.stdout):
             train, dev = encode("train"), encode("dev")
     except ValueError as e:  # DataError: an image that does not decode
         sys.exit(f"train.py: {e}")
@@ -426,6 +398,18 @@ def encode_splits(cfg: TrainConfig, tasks, src: data.Sources, tok,
         sys.exit(f"train.py: {cfg.data} has no training data for the tasks of stage {cfg.stage} "
                  f"({', '.join(tasks)})")
     return train, dev
+
+
+def check_batch_size(cfg: TrainConfig, train: dict, world: int) -> None:
+    """Refuse a global batch (--batch-size x processes) larger than the stage's training examples
+    (all tasks): it repeats examples, and can outgrow memory (100000 on 268 examples: 22.9 GB)."""
+    have = sum(len(v) for v in train.values())
+    if cfg.batch_size * world > have:
+        sizes = ", ".join(f"{t} {len(v)}" for t, v in train.items())
+        sys.exit(f"train.py: --batch-size {cfg.batch_size}"
+                 f"{f' x {world} processes' if world > 1 else ''} is more than the {have} "
+                 f"training examples of stage {cfg.stage}'s tasks in {cfg.data} ({sizes}): "
+                 f"a batch would repeat examples; use at most {have // world}")
 
 
 def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -452,6 +436,7 @@ class Trainer:
     params: list          # the trainable parameters, in the network's order (clipping)
     opt: torch.optim.AdamW
     start: int = 0        # the step the loop starts at (> 0 when resuming)
+    now: int = 0          # the step being trained (0-based)
     log: object = None    # log.jsonl, appended (rank 0)
     t0: float = field(default_factory=time.time)
 
@@ -467,6 +452,7 @@ class Trainer:
         model = ddp_model(net) if env.ddp else net
         tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else STAGE_TASKS[cfg.stage]
         train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
+        check_batch_size(cfg, train, env.world)
         # one global batch, one state
         sampler = tensors.TaskSampler(train, task_sampling_weights(train), cfg.batch_size,
                                       seed=cfg.seed, shard=(env.rank, env.world),
@@ -475,7 +461,11 @@ class Trainer:
         self = cls(cfg, env, run, src, net, model, tok, tasks, dev, sampler, params,
                    make_optimizer(params, cfg))
         if cfg.resume:
-            self.resume()
+            try:
+                self.resume()
+            except tensors.SamplerStateError as e:  # an explicit --seed or --data not the run's
+                sys.exit(f"train.py: --resume: {e} (the run's vs now); a resume needs the run's "
+                         f"own data and seed (leave --data and --seed out to take {run}'s)")
         print(f"stage {cfg.stage}: tasks {', '.join(f'{t} ({len(v)})' for t, v in train.items())}; "
               f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters; "
               f"device {env.device}" + (f" x {env.world} processes" if env.ddp else ""))
@@ -516,16 +506,18 @@ class Trainer:
             with nullcontext() if sync else self.model.no_sync():
                 with autocast:  # under DDP: world x this rank's part of the global batch's loss
                     part, parts = multitask_loss(
-                        *example_losses(self.model, next(self.sampler), env.device),
+                        *M.example_losses(self.model, next(self.sampler), env.device),
                         all_reduce=dist.all_reduce if env.ddp else None, world_size=env.world)
                 # the step's gradient: the mean over its micro-batches
                 (part / cfg.grad_accum).backward()
             loss = loss + part.detach() / cfg.grad_accum
         # log the global loss: the ranks' parts add up to it (each part here is world x its part)
         if env.ddp:
+            average_tower_grads(self.net, env.world)
             dist.all_reduce(loss)
             loss = loss / env.world
-        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        # the norm before clipping, logged; --grad-clip 0 means no clipping (inf: a factor of 1)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip or math.inf)
         # checked before the update, so the weights stay finite
         if not torch.isfinite(loss.detach() + norm):
             sys.exit(f"train.py: step {step + 1}: non-finite loss {loss.item()} or gradient norm "
@@ -549,14 +541,14 @@ class Trainer:
 
     def evaluate_and_save(self, step: int) -> dict:
         """Dev loss per task and the quick dev score, logged; then the checkpoint of this step."""
-        cfg = self.cfg
-        record = {"step": step + 1,
-                  "dev_loss": dev_loss(self.net, self.dev, cfg.eval_batches,
-                                       cfg.batch_size * self.env.world, self.env.device),
-                  "dev_f1": quick_score(self.net, self.tok, self.tasks,
-                                        self.src.m2e2.get("dev"), cfg.dev_docs)}
-        tqdm.write(f"eval {step + 1:5d} | dev loss "
-                   + " ".join(f"{t} {v:.3f}" for t, v in record["dev_loss"].items())
+        cfg, record = self.cfg, {"step": step + 1}
+        if cfg.eval_batches:  # 0: no dev loss (none logged: a 0.000 would read as a perfect fit)
+            record["dev_loss"] = M.dev_loss(self.net, self.dev, cfg.eval_batches,
+                                            cfg.batch_size * self.env.world, self.env.device)
+        record["dev_f1"] = rmpl.quick_score(self.net, self.tok, self.tasks,
+                                            self.src.m2e2.get("dev"), cfg.dev_docs)
+        losses = " ".join(f"{t} {v:.3f}" for t, v in record.get("dev_loss", {}).items())
+        tqdm.write(f"eval {step + 1:5d} | dev loss {losses if cfg.eval_batches else 'off'}"
                    + " | dev F1 " + " ".join(f"{t} {v:.1f}" for t, v in record["dev_f1"].items()))
         self.write(record)
         info = {"stage": cfg.stage, "tasks": list(self.tasks), "step": step + 1,
@@ -565,6 +557,27 @@ class Trainer:
             self.run.save_checkpoint(self.net, self.opt, self.sampler, info)
         except CheckpointError as e:  # non-finite weights (--lr inf), or a full disk
             sys.exit(f"train.py: {e}")
+        return record
+
+    def train(self) -> dict:
+        """The loop: steps start .. max_steps - 1, logged, evaluated and saved on schedule."""
+        cfg, record = self.cfg, {}
+        if self.start >= cfg.max_steps:
+            print(f"stage {cfg.stage} is already done: {self.run} (raise --max-steps to train on)")
+        with tqdm(range(self.start, cfg.max_steps), initial=self.start, total=cfg.max_steps,
+                  disable=None if self.env.master else True, desc=f"stage {cfg.stage}") as bar:
+            for step in bar:
+                self.now = step
+                loss, parts, norm = self.step(step)
+                last = step + 1 == cfg.max_steps
+                if (step + 1) % cfg.log_every == 0 or last:
+                    record = self.log_line(step, loss, parts, norm)
+                if self.env.master and ((step + 1) % cfg.eval_every == 0 or last):  # others wait
+                    record = self.evaluate_and_save(step)
+        self.log.close()
+        if self.start < cfg.max_steps:
+            since = f" (from step {self.start})" if self.start else ""
+            print(f"stage {cfg.stage} done in {time.time() - self.t0:.0f}s{since}: {self.run}")
         return record
 
     def write(self, record: dict) -> None:
@@ -581,26 +594,17 @@ def main(argv=None) -> dict:
     set_seed(cfg.seed)
     env = setup_distributed(cfg)
     run = RunDir(Path(cfg.out) / f"stage{cfg.stage}")
+    trainer = None
     try:
         trainer = Trainer.set_up(cfg, env, run)
-        if trainer.start >= cfg.max_steps:
-            print(f"stage {cfg.stage} is already done: {run} (raise --max-steps to train on)")
-        bar = tqdm(range(trainer.start, cfg.max_steps), initial=trainer.start, total=cfg.max_steps,
-                   disable=None if env.master else True, desc=f"stage {cfg.stage}")
-        record = {}
-        for step in bar:
-            loss, parts, norm = trainer.step(step)
-            last = step + 1 == cfg.max_steps
-            if (step + 1) % cfg.log_every == 0 or last:
-                record = trainer.log_line(step, loss, parts, norm)
-            if env.master and ((step + 1) % cfg.eval_every == 0 or last):  # the others wait
-                record = trainer.evaluate_and_save(step)
-        trainer.log.close()
+        record = trainer.train()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130: killed by SIGINT
+        if env.master:
+            where = f"at step {trainer.now + 1}" if trainer else "while setting up"
+            print(f"train.py: interrupted {where}; {run.kept()}", file=sys.stderr)
+        sys.exit(130)
     finally:  # however the run ends (Ctrl-C, an error), its directory is free for the next
         run.unlock()
-    if trainer.start < cfg.max_steps:
-        since = f" (from step {trainer.start})" if trainer.start else ""
-        print(f"stage {cfg.stage} done in {time.time() - trainer.t0:.0f}s{since}: {trainer.run}")
     teardown_distributed(env)
     return record
 

@@ -98,7 +98,7 @@ def bench_train(args, tmp: Path) -> dict:
     device, n_patch = torch.device("cpu"), (c.image_size // c.patch_size) ** 2
 
     def fwd_bwd(items):
-        loss, _ = tasks.multitask_loss(*train.example_losses(net, items, device))
+        loss, _ = tasks.multitask_loss(*M.example_losses(net, items, device))
         loss.backward()
 
     def step(items):

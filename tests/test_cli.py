@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import evaluate
 import rmpl
@@ -36,6 +38,16 @@ def test_bad_values_are_refused_before_anything_runs(flag, value, tmp_path, caps
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("argv", [["--min-lr", "0.01"],                       # above the default --lr 1e-3
+                                  ["--lr", "5e-5"],                          # under the default --min-lr 1e-4
+                                  ["--stage", "2", "--min-lr", "6e-4"]])     # above stage 2's lr 5e-4
+def test_a_floor_above_the_peak_lr_is_refused(argv, tmp_path, capsys):
+    assert exit_message([*argv, "--out", str(tmp_path)]) == "2"
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--min-lr" in err and "is above --lr" in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_every_flag_has_help(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
@@ -43,6 +55,135 @@ def test_every_flag_has_help(capsys):
     assert "stage 1: 1500; stage 2: 450" in text  # --max-steps' defaults per stage
     for name in ("--init", "--tasks", "--dev-docs", "--eval-batches", "--lora-rank"):
         assert text.split(name, 2)[2].split("--", 1)[0].strip(), f"{name} has no help"
+
+
+@pytest.mark.parametrize("flag, default", [
+    ("--warmup-steps", "stage 1: 100; stage 2: 50"),   # only stage 2 has a preset: stage 1's is the field's
+    ("--max-steps", "stage 1: 1500; stage 2: 450"),
+    ("--lr", "stage 1: 0.001; stage 2: 0.0005"),
+    ("--min-lr", "0.0001"),                            # the same for every stage
+])
+def test_the_help_gives_each_stages_default(flag, default, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    assert f"(default {default})" in text.split(f" {flag} {flag[2:].replace('-', '_').upper()} ", 1)[1]
+
+
+def logged(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("clip", ["1e-3", "0"])
+def test_grad_clip_scales_the_update_and_0_turns_it_off(clip, world, tmp_path):
+    stepped = []  # the norm of the gradients each optimizer step applies: after clipping
+
+    def record(opt, args, kwargs):
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        stepped.append(torch.nn.utils.get_total_norm(grads).item())
+    hook = register_optimizer_step_pre_hook(record)
+    try:
+        train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--log-every", "1",
+                    "--model-size", "tiny", "--grad-clip", clip])
+    finally:
+        hook.remove()
+    norms = [r["grad_norm"] for r in logged(tmp_path / "stage1") if "grad_norm" in r]  # before clipping
+    assert len(stepped) == len(norms) == 2 and min(norms) > 0.1
+    if clip == "0":  # no clipping: the whole gradient (--grad-clip 0 once scaled every gradient by 0)
+        assert stepped == pytest.approx(norms, abs=1e-3)  # logged to 3 decimals
+    else:
+        assert max(stepped) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_eval_batches_0_turns_the_dev_loss_off(world, tmp_path, capsys):
+    train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--model-size", "tiny",
+                "--eval-batches", "0"])
+    evals = [r for r in logged(tmp_path / "stage1") if "dev_f1" in r]
+    assert len(evals) == 1 and "dev_loss" not in evals[0]  # not a dev loss of 0.000
+    assert "eval     2 | dev loss off | dev F1" in capsys.readouterr().out
+
+
+def test_a_batch_larger_than_the_training_data_is_refused(world, tmp_path):
+    # the tiny world's stage 1: 24 text_event, 16 image_event and 6 relation training examples
+    message = exit_message(["--data", str(world), "--out", str(tmp_path), *FAST, "--batch-size", "100000"])
+    assert message.startswith("train.py: --batch-size 100000 is more than the 46 training examples")
+    assert "(text_event 24, image_event 16, relation 6)" in message and message.endswith("at most 46")
+    message = exit_message(["--data", str(world), "--out", str(tmp_path), *FAST, "--tasks", "text_event",
+                            "--batch-size", "25"])
+    assert "more than the 24 training examples" in message and message.endswith("at most 24")
+    train.main(["--data", str(world), "--out", str(tmp_path / "full"), *FAST, "--model-size", "tiny",
+                "--tasks", "text_event", "--batch-size", "24"])  # every example once: allowed
+
+
+def without(world: Path, source: str, root: Path) -> Path:
+    """The world without one source directory (the others linked, not copied)."""
+    root.mkdir()
+    for sub in world.iterdir():
+        if sub.name != source:
+            (root / sub.name).symlink_to(sub)
+    return root
+
+
+def test_a_missing_source_is_one_warning_naming_its_tasks(world, tmp_path, capsys):
+    data = without(world, "swig", tmp_path / "data")
+    train.main(["--data", str(data), "--out", str(tmp_path / "runs"), *FAST, "--model-size", "tiny"])
+    out = capsys.readouterr().out
+    assert f"warning: {data} has no swig/ directory: stage 1 trains without image_event\n" in out
+    assert "stage 1: tasks text_event (24), relation (6);" in out
+
+
+def test_a_resume_with_another_seed_or_other_data_is_one_line(world, tmp_path):
+    args = ["--out", str(tmp_path / "runs"), *FAST, "--model-size", "tiny"]
+    train.main(["--data", str(world), *args])
+    message = exit_message(["--resume", "--seed", "1", "--max-steps", "3", "--out", str(tmp_path / "runs")])
+    assert message.startswith("train.py: --resume: seed 0 vs 1 (the run's vs now)")
+    assert "a resume needs the run's own data and seed" in message
+    data = without(world, "swig", tmp_path / "data")
+    message = exit_message(["--resume", "--data", str(data), "--max-steps", "3", "--out", str(tmp_path / "runs")])
+    assert message.startswith("train.py: --resume: the task sizes differ (text_event 24, image_event 16, "
+                              "relation 6 vs text_event 24, relation 6): the data changed (the run's vs now)")
+
+
+@pytest.mark.parametrize("at, said", [
+    (3, "interrupted at step 4; the checkpoint of step 2 in {run} is intact: --resume continues from it"),
+    (0, "interrupted at step 1; {run} has no checkpoint yet: the same command without --resume starts again")])
+def test_ctrl_c_is_one_line_and_exit_status_130(at, said, world, tmp_path, monkeypatch, capsys):
+    real = train.Trainer.step
+
+    def step(trainer, k):  # Ctrl-C in the k-th step (0-based)
+        if k == at:
+            raise KeyboardInterrupt
+        return real(trainer, k)
+    monkeypatch.setattr(train.Trainer, "step", step)
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--data", str(world), "--out", str(tmp_path), *FAST, "--model-size", "tiny", "--max-steps", "4"])
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == f"train.py: {said.format(run=tmp_path / 'stage1')}\n"
+
+
+def test_the_default_world_is_the_repositorys_from_any_directory(tmp_path, monkeypatch, capsys):
+    """Not ./data/toy: a second 17 MB world in every directory train.py was run from."""
+    monkeypatch.chdir(tmp_path)
+    default = Path(train.__file__).resolve().parent / "data" / "toy"
+    assert train.parse_args([]).data == toy.DEFAULT_DATA == str(default)
+    asked = []
+
+    def stop(root, *args, **kwargs):  # the generator writes 17 MB, the reader reads them: not here
+        asked.append(Path(root))
+        raise InterruptedError
+    monkeypatch.setattr(toy.world, "generate", stop)
+    monkeypatch.setattr(train.data, "read_sources", stop)
+    with pytest.raises(InterruptedError):
+        train.main(["--out", "runs", *FAST])
+    out = capsys.readouterr().out
+    if asked[0] == default:  # the repository has its world already
+        assert f"reading {default} ..." in out
+    else:
+        assert asked[0] == default.with_name("toy.partial")  # then renamed to data/toy
+        assert out.startswith(f"generating the toy world in {default} (first use")
+    assert exit_message(["--data", "data/toy", "--out", "runs", *FAST]) == "2"  # ./data/toy: not the default
+    assert f"(only the default, {default}, is generated" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
 
 
 def test_an_existing_run_is_not_overwritten(world, tmp_path):

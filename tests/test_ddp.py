@@ -52,6 +52,8 @@ def train(processes: int, batch_size: int, out: Path, data: Path, *extra: str) -
                                     *extra], cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    # DDP's warnings on each rank: broadcast_buffers deprecated, find_unused_parameters found none unused
+    assert "broadcast_buffers" not in proc.stderr and "find_unused_parameters" not in proc.stderr, proc.stderr
     return proc.stdout
 
 

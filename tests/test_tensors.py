@@ -320,8 +320,11 @@ def test_resume_gives_the_identical_continuation():
     b = TaskSampler(data, weights, 4, seed=5)
     b.load_state_dict(state)
     assert [ids(next(a)) for _ in range(20)] == [ids(next(b)) for _ in range(20)]
-    with pytest.raises(ValueError, match="cannot resume"):
+    with pytest.raises(ValueError, match="^seed 5 vs 6$"):
         TaskSampler(data, weights, 4, seed=6).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^the task sizes differ \(text_event 7, image_event 3, relation 11 "
+                                         r"vs text_event 7, image_event 3, relation 10\): the data changed$"):
+        TaskSampler({**data, "relation": data["relation"][:10]}, weights, 4, seed=5).load_state_dict(state)
 
 
 def test_rank_shards_are_disjoint_and_make_up_the_global_batch():

@@ -25,8 +25,9 @@ sentence, so no evaluation document leaks into training. The same seed and sizes
 bytes, which makes the order of the random draws (here, in text.py and in pictures.py) part of the
 output: a refactor must keep it.
 
-`ensure_data` is what train.py and the benchmarks call on --data: the default world is generated on
-first use, any other directory must exist.
+`ensure_data` is what train.py and the benchmarks call on --data: the default world (the
+repository's data/toy, whichever directory they run from) is generated on first use, any other
+directory must exist.
 
 `main` is the command line that `python -m toy` runs (__main__.py).
 
@@ -50,7 +51,9 @@ from .pictures import ANON, CAST, draw_scene
 from .text import NAME_OF, OTHER_ACE, Builder, Story, headed, sentence
 
 TYPES = list(EVENT_TYPES)
-DEFAULT_DATA = "data/toy"  # train.py's and the benchmarks' default --data
+# train.py's and the benchmarks' default --data: the repository's data/toy, so that every working
+# directory shares one world (a cwd-relative default made a 17 MB copy wherever train.py ran)
+DEFAULT_DATA = str(Path(__file__).resolve().parents[1] / "data" / "toy")
 
 
 @dataclass
@@ -412,13 +415,16 @@ def generate(out_dir, seed: int = 0, **sizes) -> Path:
 
 
 def ensure_data(path, default: str = DEFAULT_DATA) -> Path:
-    """--data as given. The default world is generated on first use (seed 0, default sizes); any
-    other directory must exist, since a mistyped path should not quietly become a fresh toy world:
-    otherwise one 'error:' line and exit status 2."""
+    """--data as given (relative to the working directory when inside it: shorter messages). The
+    default world is generated on first use (seed 0, default sizes), wherever the command runs
+    from; any other directory must exist, since a mistyped path should not quietly become a fresh
+    toy world: otherwise one 'error:' line and exit status 2."""
     root = Path(path)
+    if root.is_absolute() and root.is_relative_to(Path.cwd()):
+        root = root.relative_to(Path.cwd())
     if root.exists():
         return root
-    if root != Path(default):
+    if root.resolve() != Path(default).resolve():
         print(f"error: --data {root} does not exist (only the default, {default}, is generated on "
               f"first use)", file=sys.stderr)
         sys.exit(2)

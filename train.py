@@ -152,6 +152,10 @@ def parse_args(argv=None) -> TrainConfig:
             given["lora_rank"] = 16
         if stage == 1 and not given.get("init") and given.get("lora_rank"):
             p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
+        shaped = [k for k in ("model_size", "vocab_size", "max_text_len") if k in given]
+        if shaped and (stage == 2 or given.get("init")):
+            p.error(f"--{shaped[0].replace('_', '-')} sizes a network trained from scratch; a "
+                    f"stage that starts from a checkpoint keeps that network's")
         cfg = TrainConfig(**{**PRESETS[stage], **given})
     if cfg.min_lr > cfg.lr:  # the defaults count too: --lr 5e-5 alone is under min_lr's 1e-4
         p.error(f"--min-lr {cfg.min_lr} is above --lr {cfg.lr}: the cosine would climb from the "

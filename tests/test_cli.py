@@ -266,3 +266,11 @@ def test_an_unknown_link_rule_is_refused_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         rmpl.main(["--checkpoint", str(tmp_path / "nothing"), "--links", "typ"])
     assert stop.value.code == 2 and "invalid choice: 'typ'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--stage", "2", "--model-size", "base"], ["--stage", "2", "--vocab-size", "900"],
+                                  ["--stage", "1", "--init", "runs/stage1", "--max-text-len", "64"]])
+def test_size_flags_are_refused_where_the_network_comes_from_a_checkpoint(argv, tmp_path, capsys):
+    """A stage that starts from a checkpoint keeps its network: the flags were ignored and recorded."""
+    assert exit_message([*argv, "--out", str(tmp_path)]) == "2"
+    assert "keeps that network's" in capsys.readouterr().err

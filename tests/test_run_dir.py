@@ -140,11 +140,19 @@ def full_disk(monkeypatch):
     monkeypatch.setattr(R, "write_atomic", write_atomic)
 
 
-STOPS = {  # how the run stops -> what train.py says (None: the KeyboardInterrupt itself)
-    "ctrl-c": (ctrl_c_at_step_2, None),
+STOPS = {  # how the run stops -> what train.py says
+    "ctrl-c": (ctrl_c_at_step_2, "interrupted at step 2"),
     "nan": (nan_at_step_1, "step 1: non-finite loss nan"),
     "full disk": (full_disk, "the checkpoint of step 2 was not written (No space left on device)"),
 }
+
+
+def ctrl_c_message(args, capsys) -> str:
+    """Ctrl-C ends train.py with status 130 and one line on stderr."""
+    with pytest.raises(SystemExit) as stop:
+        train.main(args)
+    assert stop.value.code == 130
+    return capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stop", STOPS)
@@ -153,14 +161,10 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(world, tmp_path,
     patch, said = STOPS[stop]
     with monkeypatch.context() as m:
         patch(m)
-        if said is None:
-            with pytest.raises(KeyboardInterrupt):
-                train.main(args)
-        else:
-            message = exit_message(args)
-            assert said in message and f"{tmp_path / 'stage1'} has no checkpoint yet: the same command without " \
-                                       f"--resume starts again" in message, message
-            assert "intact" not in message
+        message = exit_message(args) if stop != "ctrl-c" else ctrl_c_message(args, capsys)
+        assert said in message and f"{tmp_path / 'stage1'} has no checkpoint yet: the same command without " \
+                                   f"--resume starts again" in message, message
+        assert "intact" not in message
     run = tmp_path / "stage1"
     assert not (run / RunDir.PENDING).exists()
     assert "no checkpoint to resume; drop --resume" in exit_message([*args, "--resume"])

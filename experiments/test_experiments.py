@@ -125,3 +125,37 @@ def test_vision_ceiling_trains_for_its_budget_and_scores_dev_and_test(tmp_path):
     for split in ("dev", "test"):
         cell = out[split]["classifier"]
         assert 0 <= cell["f1"] <= 100 and cell["gold"] >= 0
+
+
+def test_presence_pairs_are_the_first_figure_relation_of_each_name():
+    """Anna: her figure, then another (present); Boris: another figure only (absent); Chen: text
+    only (nothing to decide)."""
+    import grounding_ceiling
+    import schema as S
+    words = ("Anna", "and", "Boris", "with", "Chen", ".")
+    anna, boris, chen = S.Span(0, 1), S.Span(2, 3), S.Span(4, 5)
+    fig1, fig2 = S.Box(0, 0, 10, 20), S.Box(20, 0, 30, 20)
+    rels = (S.Relation("None", anna, fig2), S.Relation("/per/per/couple", anna, boris),
+            S.Relation("None", boris, fig1), S.Relation("/per/misc/present_in", anna, fig1),
+            S.Relation("None", chen, boris))
+    ex = S.RelationExample("x", words, rels, S.Image("x", (40, 40)))
+    assert grounding_ceiling.presence_pairs(ex) == [("Anna", True), ("Boris", False)]
+
+
+def test_hflip_mirrors_only_the_flagged_pictures_inside_their_width():
+    import grounding_ceiling
+    import torch
+    x = torch.arange(8.0).view(2, 1, 1, 4).expand(2, 3, 1, 4)    # (B, 3, 1, 4): columns 0 1 2 3
+    out = grounding_ceiling.hflip(x, [3, 3], torch.tensor([True, False]))
+    assert out[0, 0, 0].tolist() == [2, 1, 0, 3] and out[1, 0, 0].tolist() == [4, 5, 6, 7]
+    assert x[0, 0, 0].tolist() == [0, 1, 2, 3]                  # the input is left alone
+
+
+def test_grounding_ceiling_trains_and_scores_the_model_on_the_same_pairs(tmp_path):
+    import grounding_ceiling
+    world = toy.generate(tmp_path / "w", seed=0, **{**TINY, "mnre_dev": 10})
+    out = grounding_ceiling.main(["--data", str(world), "--steps", "3", "--eval-every", "2", "--size", "32",
+                                  "--json", str(tmp_path / "g.json")])
+    assert set(out["cnn_auc"]) == {2, 3} and out["present"] + out["absent"] > 0
+    assert json.loads((tmp_path / "g.json").read_text())["steps"] == 3
+

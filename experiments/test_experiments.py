@@ -159,3 +159,32 @@ def test_grounding_ceiling_trains_and_scores_the_model_on_the_same_pairs(tmp_pat
     assert set(out["cnn_auc"]) == {2, 3} and out["present"] + out["absent"] > 0
     assert json.loads((tmp_path / "g.json").read_text())["steps"] == 3
 
+
+def test_matched_share_uses_each_box_once():
+    import box_ceiling
+    import schema as S
+    gold = S.ImageEvent("Conflict:Attack", (S.Argument("Attacker", S.Box(0, 0, 10, 10)),
+                                            S.Argument("Attacker", S.Box(1, 0, 11, 10)),
+                                            S.Argument("Target", S.Box(20, 20, 30, 30))))
+    pred = S.ImageEvent("Conflict:Attack", (S.Argument("Attacker", S.Box(0, 0, 10, 10)),   # IoU 1, then 0.82
+                                            S.Argument("Target", S.Box(20, 20, 30, 36))))  # IoU 100 / 160
+    share = box_ceiling.matched_share([([gold], [pred])])
+    assert share["gold"] == 3 and share["matched"] == pytest.approx(200 / 3)
+    assert share["counts"] == {"matched": 2, "not written": 1}   # the second Attacker finds its box used
+
+
+def test_box_net_writes_ordered_corners_in_the_frame():
+    import box_ceiling
+    import torch
+    net = box_ceiling.BoxNet(n_keys=3, size=32).eval()
+    b = net(torch.randn(2, 3, 32, 32), torch.tensor([0, 2]))
+    assert b.shape == (2, 4) and (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
+
+
+def test_box_ceiling_trains_and_scores_the_gold_arguments(tmp_path):
+    import box_ceiling
+    world = toy.generate(tmp_path / "w", seed=0, **TINY)
+    out = box_ceiling.main(["--data", str(world), "--steps", "3", "--eval-every", "2", "--size", "32",
+                            "--json", str(tmp_path / "b.json")])
+    assert 0 <= out["cnn"]["matched"] <= 100 and out["cnn"]["gold"] > 0 and set(out["curve"]) == {2, 3}
+    assert json.loads((tmp_path / "b.json").read_text())["steps"] == 3

@@ -126,3 +126,66 @@ def test_vision_ceiling_trains_for_its_budget_and_scores_dev_and_test(tmp_path):
     for split in ("dev", "test"):
         cell = out[split]["classifier"]
         assert 0 <= cell["f1"] <= 100 and cell["gold"] >= 0
+
+
+def test_presence_pairs_are_the_first_figure_relation_of_each_name():
+    """Anna: her figure, then another (present); Boris: another figure only (absent); Chen: text
+    only (nothing to decide)."""
+    import grounding_ceiling
+    import schema as S
+    words = ("Anna", "and", "Boris", "with", "Chen", ".")
+    anna, boris, chen = S.Span(0, 1), S.Span(2, 3), S.Span(4, 5)
+    fig1, fig2 = S.Box(0, 0, 10, 20), S.Box(20, 0, 30, 20)
+    rels = (S.Relation("None", anna, fig2), S.Relation("/per/per/couple", anna, boris),
+            S.Relation("None", boris, fig1), S.Relation("/per/misc/present_in", anna, fig1),
+            S.Relation("None", chen, boris))
+    ex = S.RelationExample("x", words, rels, S.Image("x", (40, 40)))
+    assert grounding_ceiling.presence_pairs(ex) == [("Anna", True), ("Boris", False)]
+
+
+def test_hflip_mirrors_only_the_flagged_pictures_inside_their_width():
+    import grounding_ceiling
+    import torch
+    x = torch.arange(8.0).view(2, 1, 1, 4).expand(2, 3, 1, 4)    # (B, 3, 1, 4): columns 0 1 2 3
+    out = grounding_ceiling.hflip(x, [3, 3], torch.tensor([True, False]))
+    assert out[0, 0, 0].tolist() == [2, 1, 0, 3] and out[1, 0, 0].tolist() == [4, 5, 6, 7]
+    assert x[0, 0, 0].tolist() == [0, 1, 2, 3]                  # the input is left alone
+
+
+def test_grounding_ceiling_trains_and_scores_the_model_on_the_same_pairs(tmp_path):
+    import grounding_ceiling
+    world = toy.generate(tmp_path / "w", seed=0, **{**TINY, "mnre_dev": 10})
+    out = grounding_ceiling.main(["--data", str(world), "--steps", "3", "--eval-every", "2", "--size", "32",
+                                  "--json", str(tmp_path / "g.json")])
+    assert set(out["cnn_auc"]) == {2, 3} and out["present"] + out["absent"] > 0
+    assert json.loads((tmp_path / "g.json").read_text())["steps"] == 3
+
+
+def test_matched_share_uses_each_box_once():
+    import box_ceiling
+    import schema as S
+    gold = S.ImageEvent("Conflict:Attack", (S.Argument("Attacker", S.Box(0, 0, 10, 10)),
+                                            S.Argument("Attacker", S.Box(1, 0, 11, 10)),
+                                            S.Argument("Target", S.Box(20, 20, 30, 30))))
+    pred = S.ImageEvent("Conflict:Attack", (S.Argument("Attacker", S.Box(0, 0, 10, 10)),   # IoU 1, then 0.82
+                                            S.Argument("Target", S.Box(20, 20, 30, 36))))  # IoU 100 / 160
+    share = box_ceiling.matched_share([([gold], [pred])])
+    assert share["gold"] == 3 and share["matched"] == pytest.approx(200 / 3)
+    assert share["counts"] == {"matched": 2, "not written": 1}   # the second Attacker finds its box used
+
+
+def test_box_net_writes_ordered_corners_in_the_frame():
+    import box_ceiling
+    import torch
+    net = box_ceiling.BoxNet(n_keys=3, size=32).eval()
+    b = net(torch.randn(2, 3, 32, 32), torch.tensor([0, 2]))
+    assert b.shape == (2, 4) and (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
+
+
+def test_box_ceiling_trains_and_scores_the_gold_arguments(tmp_path):
+    import box_ceiling
+    world = toy.generate(tmp_path / "w", seed=0, **TINY)
+    out = box_ceiling.main(["--data", str(world), "--steps", "3", "--eval-every", "2", "--size", "32",
+                            "--json", str(tmp_path / "b.json")])
+    assert 0 <= out["cnn"]["matched"] <= 100 and out["cnn"]["gold"] > 0 and set(out["curve"]) == {2, 3}
+    assert json.loads((tmp_path / "b.json").read_text())["steps"] == 3

@@ -65,6 +65,19 @@ def buckets(gold_events, pred_events) -> tuple[Counter, list[float], int]:
     return out, ious, spurious
 
 
+def given_types(model: rmpl.RMPL, images: list[S.Image]) -> list[tuple[S.Image, S.ImageEvent, S.ImageEvent]]:
+    """(image, gold event, the model's event) for each gold event, the image_argument pass prompted
+    with the gold event's type (the model's first event of that pass, or none of its arguments)."""
+    todo = [(img, e) for img in images for e in img.events]
+    prompts = [tasks.image_example("image_argument", img, [], [S.TYPE_TOKENS[e.event_type]])
+               for img, e in todo]
+    out = []
+    for (img, e), o in zip(todo, model.run(prompts)):
+        got = [r for r in S.parse(o, size=img.size) if isinstance(r, S.ImageEvent)]
+        out.append((img, e, S.ImageEvent(e.event_type, got[0].arguments if got else ())))
+    return out
+
+
 def summarise(name: str, counts: Counter, ious: list[float], spurious: int, n_pred: int) -> dict:
     total = sum(counts.values())
     q = statistics.quantiles(ious, n=4) if len(ious) > 1 else ious
@@ -93,17 +106,11 @@ def main(argv=None) -> dict:
         total, ious, spurious = total + c, ious + v, spurious + s
         n_pred += sum(len(e.arguments) for e in pred.images[img.id])
     out["end_to_end"] = summarise("end to end", total, ious, spurious, n_pred)
-    todo = [(img, e) for img in images for e in img.events]
-    prompts = [tasks.image_example("image_argument", img, [], [S.TYPE_TOKENS[e.event_type]])
-               for img, e in todo]
-    outputs = model.run(prompts)
     total, ious, spurious, n_pred, sides = Counter(), [], 0, 0, []
-    for (img, e), o in zip(todo, outputs):
-        got = [r for r in S.parse(o, size=img.size) if isinstance(r, S.ImageEvent)]
-        got = [S.ImageEvent(e.event_type, got[0].arguments if got else ())]
-        c, v, s = buckets([e], got)
+    for img, e, got in given_types(model, images):
+        c, v, s = buckets([e], [got])
         total, ious, spurious = total + c, ious + v, spurious + s
-        n_pred += len(got[0].arguments)
+        n_pred += len(got.arguments)
         sides += [min(a.target.x2 - a.target.x1, a.target.y2 - a.target.y1) * 64 / max(img.size)
                   for a in e.arguments]
     out["gold_types"] = summarise("gold types given", total, ious, spurious, n_pred)

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import data
+import distributed
 import evaluate
 import lora
 import model as M
@@ -109,7 +110,8 @@ PRESETS = {
     2: dict(max_steps=450, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
 # fixed when a run starts (the network's shape, its LoRA layers): --resume keeps the run's
-NETWORK = ("model_size", "vocab_size", "max_text_len", "lora_rank", "lora_alpha", "lora_dropout")
+SIZES = ("model_size", "vocab_size", "max_text_len")  # of a network trained from scratch
+NETWORK = (*SIZES, "lora_rank", "lora_alpha", "lora_dropout")
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
                 log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, max_text_len=8,
                 lr=0.0, min_lr=0.0, grad_clip=0.0, flip_prob=0.0)
@@ -144,18 +146,23 @@ def parse_args(argv=None) -> TrainConfig:
         p.error(f"--tasks: unknown {sorted(unknown)}; known: {', '.join(S.TASKS)}")
     if given.get("model_size", "small") not in M.MODEL_SIZES:
         p.error(f"--model-size must be one of {', '.join(M.MODEL_SIZES)}")
+    out = Path(given.get("out", TrainConfig.out))
     if given.get("resume"):
-        cfg = TrainConfig(**{**PRESETS[stage], **run_settings(given, stage), **given})
+        names = {f.name for f in fields(TrainConfig)} - {"resume"}
+        cfg = TrainConfig(**{**PRESETS[stage], **run_settings(out / f"stage{stage}", names),
+                             **given})
     else:
         if stage == 1 and given.get("init") and "lora_rank" not in given:
             # stage 1 on a given base: LoRA on the frozen base (the paper's setting)
             given["lora_rank"] = 16
         if stage == 1 and not given.get("init") and given.get("lora_rank"):
             p.error("--lora-rank needs a base to adapt: pass --init CKPT (or --lora-rank 0)")
-        shaped = [k for k in ("model_size", "vocab_size", "max_text_len") if k in given]
-        if shaped and (stage == 2 or given.get("init")):
-            p.error(f"--{shaped[0].replace('_', '-')} sizes a network trained from scratch; a "
-                    f"stage that starts from a checkpoint keeps that network's")
+        if stage == 2 or given.get("init"):  # the network comes from a checkpoint, sizes and all
+            had = run_settings(Path(given.get("init") or out / "stage1"), SIZES)
+            for k in (k for k in had if given.get(k, had[k]) != had[k]):
+                p.error(f"--{k.replace('_', '-')} {given[k]}: the network this stage starts from "
+                        f"has {had[k]}, and a stage that starts from a checkpoint keeps it")
+            given = {**had, **given}
         cfg = TrainConfig(**{**PRESETS[stage], **given})
     if cfg.min_lr > cfg.lr:  # the defaults count too: --lr 5e-5 alone is under min_lr's 1e-4
         p.error(f"--min-lr {cfg.min_lr} is above --lr {cfg.lr}: the cosine would climb from the "
@@ -163,14 +170,13 @@ def parse_args(argv=None) -> TrainConfig:
     return cfg
 
 
-def run_settings(given: dict, stage: int) -> dict:
-    """The TrainConfig a run to be resumed was started with (its rmpl.json), {} when it has none."""
-    info = Path(given.get("out", TrainConfig.out)) / f"stage{stage}" / RunDir.INFO
+def run_settings(run: Path, names) -> dict:
+    """The settings ``names`` a run was started with (its rmpl.json), {} when it has none (what
+    is missing is said where the run is opened)."""
+    info = run / RunDir.INFO
     if not info.is_file():
-        return {}  # resume_model says what is missing
-    names = {f.name for f in fields(TrainConfig)}
-    return {k: v for k, v in json.loads(info.read_text())["config"].items()
-            if k in names and k != "resume"}
+        return {}
+    return {k: v for k, v in json.loads(info.read_text())["config"].items() if k in names}
 
 
 def set_seed(seed: int) -> None:
@@ -283,74 +289,8 @@ def resume_network(run: RunDir) -> tuple[M.Seq2Seq, tensors.Tokenizer]:
         sys.exit(f"train.py: --resume: {e}")
 
 
-# ============================================================================= processes
-@dataclass
-class Dist:
-    """Where this process runs: its device and, under torchrun, its rank of ``world``."""
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-    ddp: bool = False
-
-    @property
-    def master(self) -> bool:  # rank 0 prints, evaluates, and writes the log and the checkpoints
-        return self.rank == 0
-
-
-def setup_distributed(cfg: TrainConfig) -> Dist:
-    """One process per device under torchrun (nccl on CUDA, gloo on CPU), else a plain one."""
-    try:
-        env = Dist(M.pick_device(cfg.device))
-    except ValueError as e:
-        sys.exit(f"train.py: --device: {e}")
-    if int(os.environ.get("RANK", -1)) == -1:
-        return env
-    dist.init_process_group(backend="nccl" if env.device.type == "cuda" else "gloo")
-    env.rank, env.world, env.ddp = dist.get_rank(), dist.get_world_size(), True
-    if env.device.type == "cuda":
-        env.device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
-        torch.cuda.set_device(env.device)
-    if not env.master:
-        sys.stdout = open(os.devnull, "w")  # one copy of every message; errors (stderr) still show
-    return env
-
-
-def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
-    """DDP over the network but its vision tower, which a slice without images leaves out of the
-    graph (find_unused_parameters would traverse the graph every step, and warn whenever nothing
-    was left out): average_tower_grads averages its gradients. Its BatchNorm buffers, the only
-    ones, stay per process: processes make different numbers of forwards (text, image sub-batch)."""
-    DDP = torch.nn.parallel.DistributedDataParallel
-    tower = [*net.vision.named_parameters(), *net.vision.named_buffers()]
-    DDP._set_params_and_buffers_to_ignore_for_model(net, [f"vision.{n}" for n, _ in tower])
-    return DDP(net)
-
-
-def average_tower_grads(net: M.Seq2Seq, world: int) -> None:
-    """The vision tower's gradients averaged over the processes as DDP averages the others: a
-    process whose slices held no image adds zeros; if none held one, they stay None, as in one
-    process (AdamW then leaves the tower alone)."""
-    params = [p for p in net.vision.parameters() if p.requires_grad]  # none under LoRA
-    if params:
-        used = torch.tensor(float(params[0].grad is not None), device=params[0].device)
-        dist.all_reduce(used)  # the tower is in a process's graph whole or not at all
-    if params and used.item():
-        flat = torch.cat([p.grad.flatten() if p.grad is not None else p.new_zeros(p.numel())
-                          for p in params]) / world
-        dist.all_reduce(flat)
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad = g.view_as(p)
-
-
-def teardown_distributed(env: Dist) -> None:
-    """Rank 0 may still be saving the last checkpoint: a rank that tore its process group down
-    meanwhile was seen to abort at exit (gloo, "terminate called without an active exception")."""
-    if env.ddp:
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def load_run_data(cfg: TrainConfig, env: Dist) -> data.Sources:
+# ============================================================================= data
+def load_run_data(cfg: TrainConfig, env: distributed.Dist) -> data.Sources:
     """Read --data; the other ranks wait meanwhile, since rank 0 may also be checking and settling
     the run directory (check_run_dir) and generating the toy world."""
     if env.ddp and not env.master:
@@ -428,7 +368,7 @@ def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
 class Trainer:
     """One stage's training run: everything the loop's steps share."""
     cfg: TrainConfig
-    env: Dist
+    env: distributed.Dist
     run: RunDir
     src: data.Sources
     net: M.Seq2Seq        # the network; ``model`` is the same one, or its DDP wrapper
@@ -445,7 +385,7 @@ class Trainer:
     t0: float = field(default_factory=time.time)
 
     @classmethod
-    def set_up(cls, cfg: TrainConfig, env: Dist, run: RunDir) -> "Trainer":
+    def set_up(cls, cfg: TrainConfig, env: distributed.Dist, run: RunDir) -> "Trainer":
         """Everything the loop needs; rank 0 takes the run directory (check_run_dir: its lock,
         which the caller releases)."""
         if env.master:  # rank 0 decides for all: torchrun stops the others if it exits
@@ -453,7 +393,7 @@ class Trainer:
         src = load_run_data(cfg, env)
         net, tok = open_network(cfg, src, run, env.master)
         net.to(env.device).train()
-        model = ddp_model(net) if env.ddp else net
+        model = distributed.ddp_model(net) if env.ddp else net
         tasks = tuple(cfg.tasks.split(",")) if cfg.tasks else STAGE_TASKS[cfg.stage]
         train, dev = encode_splits(cfg, tasks, src, tok, net.cfg)
         check_batch_size(cfg, train, env.world)
@@ -517,7 +457,7 @@ class Trainer:
             loss = loss + part.detach() / cfg.grad_accum
         # log the global loss: the ranks' parts add up to it (each part here is world x its part)
         if env.ddp:
-            average_tower_grads(self.net, env.world)
+            distributed.average_tower_grads(self.net, env.world)
             dist.all_reduce(loss)
             loss = loss / env.world
         # the norm before clipping, logged; --grad-clip 0 means no clipping (inf: a factor of 1)
@@ -596,7 +536,10 @@ def main(argv=None) -> dict:
         sys.stdout.reconfigure(line_buffering=True)
     # the same on every rank: the same initial weights (DDP also broadcasts rank 0's)
     set_seed(cfg.seed)
-    env = setup_distributed(cfg)
+    try:
+        env = distributed.setup(cfg.device)
+    except ValueError as e:  # a device this machine lacks: before any work
+        sys.exit(f"train.py: --device: {e}")
     run = RunDir(Path(cfg.out) / f"stage{cfg.stage}")
     trainer = None
     try:
@@ -609,7 +552,7 @@ def main(argv=None) -> dict:
         sys.exit(130)
     finally:  # however the run ends (Ctrl-C, an error), its directory is free for the next
         run.unlock()
-    teardown_distributed(env)
+    distributed.teardown(env)
     return record
 
 

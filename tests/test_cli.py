@@ -268,9 +268,14 @@ def test_an_unknown_link_rule_is_refused_before_any_work(tmp_path, capsys):
     assert stop.value.code == 2 and "invalid choice: 'typ'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--stage", "2", "--model-size", "base"], ["--stage", "2", "--vocab-size", "900"],
-                                  ["--stage", "1", "--init", "runs/stage1", "--max-text-len", "64"]])
-def test_size_flags_are_refused_where_the_network_comes_from_a_checkpoint(argv, tmp_path, capsys):
-    """A stage that starts from a checkpoint keeps its network: the flags were ignored and recorded."""
-    assert exit_message([*argv, "--out", str(tmp_path)]) == "2"
-    assert "keeps that network's" in capsys.readouterr().err
+def test_a_stage_from_a_checkpoint_keeps_its_network_sizes(world, tmp_path, capsys):
+    """Stage 2 (or --init) keeps the network it starts from: a size flag that differs is refused (it was
+    ignored and recorded), one that agrees is fine, and rmpl.json records the sizes the network has."""
+    args = ["--data", str(world), "--out", str(tmp_path), *FAST]
+    train.main([*args, "--model-size", "tiny", "--vocab-size", "600"])
+    for flag, value in [("--model-size", "base"), ("--vocab-size", "900"), ("--max-text-len", "64")]:
+        assert exit_message([*args, "--stage", "2", flag, value]) == "2"
+        assert "the network this stage starts from has" in capsys.readouterr().err
+    train.main([*args, "--stage", "2", "--model-size", "tiny"])
+    config = json.loads((tmp_path / "stage2" / "rmpl.json").read_text())["config"]
+    assert (config["model_size"], config["vocab_size"], config["max_text_len"]) == ("tiny", 600, 128)

@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The reading order, the same as the README's file list: what is predicted (schema), the method's idea (the
 # tasks and the loss), what it is measured against (the data and the scorer), the machinery (tensors, LoRA,
-# the network, run directories), extraction, and the loop that ties them together.
-ORDER = ["schema", "tasks", "data", "evaluate", "tensors", "lora", "model", "run", "rmpl", "train"]
+# the network, run directories), extraction, and the loop that ties them together (over one process or
+# several).
+ORDER = ["schema", "tasks", "data", "evaluate", "tensors", "lora", "model", "run", "rmpl", "distributed",
+         "train"]
 MODULES = sorted(p.stem for p in ROOT.glob("*.py"))
 TOY = sorted(p.name for p in (ROOT / "toy").glob("*.py"))  # the toy world: a package beside the chapters
 MAX_PARAMS = 6      # state lives in objects; a function taking a loop's locals is a missing object

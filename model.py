@@ -327,7 +327,7 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch, max_new_tokens: int, allowed: Optional[torch.Tensor] = None,
-                 use_cache: bool = True) -> list[list[int]]:
+                 use_cache: bool = True, first_eos_bias: float = 0.0) -> list[list[int]]:
         """Greedy decoding of the whole batch; each sequence stops at its eos.
 
         Call ``model.eval()`` first. Returns one list of ids per example, without bos and eos. At
@@ -336,7 +336,9 @@ class Seq2Seq(nn.Module):
         (constrained decoding: rmpl.py allows the schema's tokens, eos and the ids of the example's
         own prompt, so words are copied, never invented); each row must allow eos.
         ``use_cache=False`` re-runs the decoder over the whole prefix at every step: same tokens,
-        slower (for tests and benchmarks).
+        slower (for tests and benchmarks). ``first_eos_bias`` is added to eos's logit at the first
+        step only, where eos means "the empty output" (rmpl.py's ``no_event_bias``: < 0 makes
+        "nothing to write" rarer; later steps are left alone).
         """
         cfg = self.cfg
         memory, memory_mask = self.encode(batch)
@@ -350,6 +352,8 @@ class Seq2Seq(nn.Module):
                                  memory, memory_mask, cache)[:, -1]            # (B, V)
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
+            if first_eos_bias and out.size(1) == 1:
+                logits[:, cfg.eos_id] += first_eos_bias
             token = torch.where(done, cfg.pad_id, logits.argmax(-1))  # finished rows emit pad
             out = torch.cat([out, token[:, None]], 1)
             done |= token == cfg.eos_id

@@ -168,6 +168,28 @@ def test_allowed_mask_constrains_each_row(use_cache):
     assert m.generate(batch, 6, allowed=only_eos, use_cache=use_cache) == [[], [], []]
 
 
+@pytest.mark.parametrize("bias, first", [
+    (0.0, []),      # eos leads by 1.0: nothing is written, as without the option
+    (-0.5, []),     # not enough to overturn the lead
+    (-1.5, [5]),    # enough: token 5 first, then eos (which leads at every later step)
+    (-1e9, [5]),    # eos can never come first, and still ends the output at step two
+    (1e9, []),      # eos always comes first
+])
+def test_first_eos_bias_moves_only_the_first_decision(bias, first):
+    """A stubbed decoder: at the first step eos scores 2.0, token 5 scores 1.0, the rest 0; after
+    that eos scores 2.0 and the rest 0. The bias is added to eos at the first step only."""
+    m, batch = tiny_model(), make_batch()
+
+    def decode(tgt, memory, memory_mask, cache):
+        logits = torch.zeros(tgt.size(0), tgt.size(1), V)
+        logits[:, :, EOS] = 2.0
+        logits[:, :, 5] = torch.where(tgt[:, -1:] == BOS, 1.0, 0.0)
+        return logits
+
+    m.decode = decode
+    assert m.generate(batch, 6, first_eos_bias=bias) == [first] * 3
+
+
 def test_generation_is_capped_by_max_target_len():
     m, batch = tiny_model(), make_batch()
     no_eos = torch.ones(3, V, dtype=torch.bool)

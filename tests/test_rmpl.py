@@ -141,14 +141,27 @@ def stub_extractor(answers, **kw):
         cfg = type("Cfg", (), {"vocab_size": 4 + len(S.SPECIAL_TOKENS)})
 
     extractor, asked = rmpl.RMPL(Net(), Tok(), **kw), []
+    extractor.biases = {}  # task -> the first_eos_bias it was decoded with
 
-    def run(examples):
+    def run(examples, first_eos_bias=0.0):
         keys = [(e.task, tuple(e.prompt), e.image) for e in examples]
         asked.extend(keys)
+        extractor.biases.update({e.task: first_eos_bias for e in examples})
         return [list(answers[k]) for k in keys]
 
     extractor.run = run
     return extractor, asked
+
+
+@pytest.mark.parametrize("bias", [0.0, 2.5, -1.0])
+def test_no_event_bias_reaches_the_text_mention_pass_only(bias):
+    """The bias is subtracted from eos's first logit of a sentence's mention pass; the argument and
+    image passes decode as before."""
+    extractor, _ = stub_extractor(ANSWERS, no_event_bias=bias)
+    sentences = [Sentence("A_1", A1), Sentence("A_2", A2), Sentence("B_1", B1)]
+    extractor.predict(sentences, [Image("A_7", (64, 32), path="A_7.png")])
+    assert extractor.biases == {"text_mention": -bias, "text_argument": 0.0,
+                                "image_mention": 0.0, "image_argument": 0.0}
 
 
 def test_predict_two_passes_with_stubbed_decoder():

@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 python experiments/real_text.py run --splits 1        # build, train, score split 1
     python experiments/real_text.py run                                      # all five splits, then the table
     python experiments/real_text.py baseline                                 # the trigger-word baseline, 5 splits
+    python experiments/real_text.py errors --gold DIR --pred FILE            # what the model writes per gold event
 
 ``build`` turns the M2E2 text annotations and one TextEE split (``m2e2_split{k}/{train,dev,test}.txt``, sentence
 ids) into a train.py ``--data`` directory:
@@ -251,10 +252,43 @@ def summary_table(summary: dict, name: str) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- errors
+def mention_errors(gold_records: list[dict], pred_lines: list[dict]) -> dict:
+    """Each gold text event mention -> what the prediction of its sentence holds for it: the same type and
+    trigger (right), the trigger with another type (wrong type), an overlapping trigger of its type (wrong span),
+    nothing for the whole sentence (sentence empty), or none of these (missed). Each predicted mention that
+    matches no gold one: in a sentence with no gold event, or in one with events."""
+    pred = {p["sentence_id"]: p["events"] for p in pred_lines if "events" in p and "sentence_id" in p}
+    out = Counter()
+    for r in gold_records:
+        gold = {(e["trigger"]["start"], e["trigger"]["end"], e["event_type"]) for e in r["golden-event-mentions"]}
+        found = {(e["trigger"]["start"], e["trigger"]["end"], e["event_type"])
+                 for e in pred.get(r["sentence_id"], [])}
+        for s, e, t in gold:
+            if (s, e, t) in found:
+                out["gold: right"] += 1
+            elif not found:
+                out["gold: sentence empty"] += 1
+            elif any((s, e) == (a, b) for a, b, _ in found):
+                out["gold: wrong type"] += 1
+            elif any(t == u and a < e and s < b for a, b, u in found):
+                out["gold: wrong span"] += 1
+            else:
+                out["gold: missed"] += 1
+        extra = len(found - gold)
+        out["pred: extra, no-event sentence" if not gold else "pred: extra, event sentence"] += extra
+        out["sentences with gold events"] += bool(gold)
+        out["... of which predicted empty"] += bool(gold) and not found
+    return dict(sorted(out.items()))
+
+
 # ----------------------------------------------------------------------------- command line
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("errors", help="count what a prediction file writes for each gold text event")
+    q.add_argument("--gold", required=True, help="a m2e2/{dev,test} directory that build wrote")
+    q.add_argument("--pred", required=True, help="rmpl.py's --pred-out file")
     for name in ("build", "run", "baseline"):
         q = sub.add_parser(name)
         q.add_argument("--m2e2", default=str(SHARED / "m2e2"), help="the official M2E2 annotation files")
@@ -283,6 +317,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.command == "errors":
+        gold = json.loads(Path(args.gold, TEXT_FILE).read_text())
+        lines = [json.loads(line) for line in Path(args.pred).read_text().splitlines() if line.strip()]
+        counts = mention_errors(gold, lines)
+        print(json.dumps(counts, indent=1))
+        return counts
     if not Path(args.m2e2, TEXT_FILE).is_file():
         sys.exit(f"real_text.py: no {TEXT_FILE} in {args.m2e2} (pass --m2e2 DIR)")
     if args.command == "build":

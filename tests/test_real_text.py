@@ -121,6 +121,24 @@ def test_trigger_table_keeps_frequent_triggers_with_their_majority_type():
                       {"event_type": "Conflict:Attack", "trigger": {"start": 7, "end": 8}, "arguments": []}]
 
 
+def test_mention_errors_known_answers():
+    gold = [_rec("troops attacked and killed him", [("Conflict:Attack", 1, 2), ("Life:Die", 3, 4)]),
+            _rec("a man died", [("Life:Die", 2, 3)]),
+            _rec("he met her", [("Contact:Meet", 1, 2)]),
+            _rec("nothing happened")]
+    for k, r in enumerate(gold):
+        r["sentence_id"] = f"d_{k}"
+    ev = lambda t, s, e: {"event_type": t, "trigger": {"start": s, "end": e}, "arguments": []}
+    pred = [{"sentence_id": gold[0]["sentence_id"], "events": [ev("Conflict:Attack", 1, 2), ev("Life:Die", 3, 5)]},
+            {"sentence_id": gold[1]["sentence_id"], "events": [ev("Conflict:Attack", 2, 3)]},
+            {"sentence_id": gold[2]["sentence_id"], "events": []},
+            {"sentence_id": gold[3]["sentence_id"], "events": [ev("Life:Die", 1, 2)]}]
+    assert real_text.mention_errors(gold, pred) == {
+        "... of which predicted empty": 1, "gold: right": 1, "gold: sentence empty": 1, "gold: wrong span": 1,
+        "gold: wrong type": 1, "pred: extra, event sentence": 2, "pred: extra, no-event sentence": 1,
+        "sentences with gold events": 3}
+
+
 # ----------------------------------------------------------------------------- what real text changed
 def test_cut_prompts_are_counted_at_inference():
     """Real sentences run past max_text_len; extraction used to cut them silently."""

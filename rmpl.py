@@ -14,7 +14,11 @@ constrained: the decoder may only write schema tokens and pieces of its own prom
 step of a sentence's mention pass (text_mention, or text_event in one pass), where eos means "this
 sentence has no event": > 0 makes the model name an event more often, trading precision for
 recall. It exists for data where most training sentences have none (real news text: 85% of M2E2's),
-which teaches a greedy decoder to say "nothing" whenever in doubt; choose it on dev.
+which teaches a greedy decoder to say "nothing" whenever in doubt; choose it on dev. With a bias,
+eos is also ruled out right after an event type token (the grammar asks for a trigger there): a
+model pushed past its first "nothing" otherwise writes the type, then eos, and the event is lost.
+(It may still write a role token there, which parses as no event: on split 1 dev that acts as a
+second "no", and ruling roles out too lowered dev F1; experiments/real_text.md.)
 
 Links: a sentence event and an image event of the same document and the same predicted type are a
 candidate. ``links="type"`` (the default, chosen on dev) links every candidate. ``links="grounded"``
@@ -92,8 +96,9 @@ class RMPL:
         return cls(run.open_network(device, lora="merged"), run.tokenizer(), run.info()["tasks"],
                    **kw)
 
-    def run(self, examples: list[Example], first_eos_bias: float = 0.0) -> list[list[str]]:
-        """Greedy-decode every example (in batches) -> its output tokens (``first_eos_bias``:
+    def run(self, examples: list[Example], eos_bias: torch.Tensor | None = None
+            ) -> list[list[str]]:
+        """Greedy-decode every example (in batches) -> its output tokens (``eos_bias``:
         model.Seq2Seq.generate's). Prompts longer than the model's max_text_len are cut (nothing
         past the cut can be extracted): one warning says how many."""
         cfg, out, cut = self.net.cfg, [], Counter()
@@ -107,7 +112,7 @@ class RMPL:
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 ids = self.net.generate(batch, cfg.max_target_len,
                                         allowed=self.allowed(batch["input_ids"]),
-                                        first_eos_bias=first_eos_bias)
+                                        eos_bias=eos_bias)
             out += [self.tok.decode(row) for row in ids]
         if cut["input_truncated"]:
             task = examples[0].task if len({e.task for e in examples}) == 1 else "mixed"
@@ -131,6 +136,16 @@ class RMPL:
         mask[:, self.tok.pad_id] = False  # prompts are padded; pad is never an output
         return mask
 
+    def mention_eos_bias(self) -> torch.Tensor | None:
+        """generate's eos_bias for the mention pass: -no_event_bias after bos, "never" (-1e9,
+        finite so that eos stays a last resort) after an event type; None without a bias."""
+        if not self.no_event_bias:
+            return None
+        bias = torch.zeros(self.net.cfg.vocab_size)
+        bias[self.tok.bos_id] = -self.no_event_bias
+        bias[self.tok.encode(list(S.TYPE_TOKENS.values()))] = -1e9
+        return bias
+
     def predict(self, sentences: list[S.Sentence], images: list[S.Image]) -> S.Predictions:
         """Events of the given sentences and images (one or many documents), and the links
         between them."""
@@ -145,7 +160,7 @@ class RMPL:
         one_pass = "text_mention" not in self.tasks
         task = "text_event" if one_pass else "text_mention"
         outputs = self.run([Example(task, text_prompt(task, s.words), [])
-                            for s in sentences], first_eos_bias=-self.no_event_bias)
+                            for s in sentences], eos_bias=self.mention_eos_bias())
         found = {s.id: [r for r in S.parse(o, s.words) if isinstance(r, S.TextEvent)]
                  for s, o in zip(sentences, outputs)}
         if one_pass:

@@ -187,10 +187,12 @@ def test_run_trains_and_scores_a_tiny_split_end_to_end(shared_dir, tmp_path):
         (textee / f"{split}.txt").write_text("\n".join(ids[split][:n]) + "\n")
     argv = ["run", "--splits", "1", "--m2e2", str(shared_dir / "data" / "m2e2"), "--textee", str(tmp_path / "textee"),
             "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--stage1-steps", "3",
-            "--stage2-steps", "2", "--batch-size", "4", "--vocab-size", "600", "--max-text-len", "64"]
+            "--stage2-steps", "2", "--batch-size", "4", "--vocab-size", "600", "--max-text-len", "64",
+            "--no-event-bias", "3"]
     result = real_text.main(argv)
     split = result["splits"][1]
     assert split["counts"]["test"]["sentences"] == 15 and set(split["seconds"]) >= {"stage1", "stage2", "total"}
     assert set(split["test"]) == {"strict", "unattached_args"} and "text_argument" in split["dev"]["strict"]
     assert json.loads((tmp_path / "runs" / "split1" / "stage1" / "rmpl.json").read_text())["config"]["max_text_len"] == 64
+    assert "--no-event-bias 3.0" in (tmp_path / "runs" / "split1" / "real_text.log").read_text()
     assert real_text.main(argv)["splits"][1] == split  # done before: read back, not trained again

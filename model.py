@@ -329,7 +329,8 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch, max_new_tokens: int, allowed: Optional[torch.Tensor] = None,
-                 use_cache: bool = True) -> list[list[int]]:
+                 use_cache: bool = True, eos_bias: Optional[torch.Tensor] = None
+                 ) -> list[list[int]]:
         """Greedy decoding of the whole batch; each sequence stops at its eos.
 
         Call ``model.eval()`` first. Returns one list of ids per example, without bos and eos. At
@@ -338,7 +339,10 @@ class Seq2Seq(nn.Module):
         (constrained decoding: rmpl.py allows the schema's tokens, eos and the ids of the example's
         own prompt, so words are copied, never invented); each row must allow eos.
         ``use_cache=False`` re-runs the decoder over the whole prefix at every step: same tokens,
-        slower (for tests and benchmarks).
+        slower (for tests and benchmarks). ``eos_bias`` (vocab,), if given, is added to eos's logit
+        according to the token written just before: ``eos_bias[bos]`` at the first step, where eos
+        means "the empty output" (rmpl.py's ``no_event_bias`` uses it, and a large negative value
+        after the tokens that must be followed by more).
         """
         cfg = self.cfg
         memory, memory_mask = self.encode(batch)
@@ -347,11 +351,14 @@ class Seq2Seq(nn.Module):
         out = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=memory.device)
         done = torch.zeros(B, dtype=torch.bool, device=memory.device)
         cache = [{} for _ in self.decoder] if use_cache else None
+        eos_bias = None if eos_bias is None else eos_bias.to(memory.device)
         for _ in range(min(max_new_tokens, cfg.max_target_len)):
             logits = self.decode(out[:, -1:] if use_cache else out,
                                  memory, memory_mask, cache)[:, -1]            # (B, V)
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
+            if eos_bias is not None:
+                logits[:, cfg.eos_id] += eos_bias[out[:, -1]]
             token = torch.where(done, cfg.pad_id, logits.argmax(-1))  # finished rows emit pad
             out = torch.cat([out, token[:, None]], 1)
             done |= token == cfg.eos_id

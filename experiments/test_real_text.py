@@ -101,6 +101,24 @@ def test_trigger_table_keeps_frequent_triggers_with_their_majority_type():
                       {"event_type": "Conflict:Attack", "trigger": {"start": 7, "end": 8}, "arguments": []}]
 
 
+def test_mention_errors_known_answers():
+    gold = [_rec("troops attacked and killed him", [("Conflict:Attack", 1, 2), ("Life:Die", 3, 4)]),
+            _rec("a man died", [("Life:Die", 2, 3)]),
+            _rec("he met her", [("Contact:Meet", 1, 2)]),
+            _rec("nothing happened")]
+    for k, r in enumerate(gold):
+        r["sentence_id"] = f"d_{k}"
+    ev = lambda t, s, e: {"event_type": t, "trigger": {"start": s, "end": e}, "arguments": []}
+    pred = [{"sentence_id": gold[0]["sentence_id"], "events": [ev("Conflict:Attack", 1, 2), ev("Life:Die", 3, 5)]},
+            {"sentence_id": gold[1]["sentence_id"], "events": [ev("Conflict:Attack", 2, 3)]},
+            {"sentence_id": gold[2]["sentence_id"], "events": []},
+            {"sentence_id": gold[3]["sentence_id"], "events": [ev("Life:Die", 1, 2)]}]
+    assert real_text.mention_errors(gold, pred) == {
+        "... of which predicted empty": 1, "gold: right": 1, "gold: sentence empty": 1, "gold: wrong span": 1,
+        "gold: wrong type": 1, "pred: extra, event sentence": 2, "pred: extra, no-event sentence": 1,
+        "sentences with gold events": 3}
+
+
 def test_run_trains_and_scores_a_tiny_split_end_to_end(shared_dir, tmp_path):
     """The whole command on 60 / 15 / 15 real sentences of split 1 and a few steps: both stages train, dev and test are
     predicted and scored, and a second call reuses the finished split instead of training again."""
@@ -111,10 +129,12 @@ def test_run_trains_and_scores_a_tiny_split_end_to_end(shared_dir, tmp_path):
         (textee / f"{split}.txt").write_text("\n".join(ids[split][:n]) + "\n")
     argv = ["run", "--splits", "1", "--m2e2", str(shared_dir / "data" / "m2e2"), "--textee", str(tmp_path / "textee"),
             "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--stage1-steps", "3",
-            "--stage2-steps", "2", "--batch-size", "4", "--vocab-size", "600", "--max-text-len", "64"]
+            "--stage2-steps", "2", "--batch-size", "4", "--vocab-size", "600", "--max-text-len", "64",
+            "--no-event-bias", "3"]
     result = real_text.main(argv)
     split = result["splits"][1]
     assert split["counts"]["test"]["sentences"] == 15 and set(split["seconds"]) >= {"stage1", "stage2", "total"}
     assert set(split["test"]) == {"strict", "unattached_args"} and "text_argument" in split["dev"]["strict"]
     assert json.loads((tmp_path / "runs" / "split1" / "stage1" / "rmpl.json").read_text())["config"]["max_text_len"] == 64
+    assert "--no-event-bias 3.0" in (tmp_path / "runs" / "split1" / "real_text.log").read_text()
     assert real_text.main(argv)["splits"][1] == split  # done before: read back, not trained again

@@ -168,6 +168,35 @@ def test_allowed_mask_constrains_each_row(use_cache):
     assert m.generate(batch, 6, allowed=only_eos, use_cache=use_cache) == [[], [], []]
 
 
+@pytest.mark.parametrize("after, expected", [
+    ({}, []),                        # no bias: eos leads by 1.0, nothing is written
+    ({BOS: -0.5}, []),               # not enough to overturn the lead
+    ({BOS: -1.5}, [5]),              # enough: token 5 first, then eos (which leads afterwards)
+    ({BOS: -1e9}, [5]),              # eos can never come first; later steps are not biased
+    ({BOS: -1.5, 5: -1e9}, [5, 6]),  # and after token 5 eos is barred: 6 comes next, then eos
+    ({BOS: 1e9}, []),                # eos always comes first
+])
+def test_eos_bias_follows_the_token_written_before(after, expected):
+    """A stubbed decoder, tokens EOS, 5 and 6 allowed: at the first step (after bos) eos scores
+    2.0, token 5 1.0, token 6 0; after that eos 2.0, token 5 0, token 6 0.5. eos_bias[t] is added
+    to eos's logit at the step after t."""
+    m, batch = tiny_model(), make_batch()
+
+    def decode(tgt, memory, memory_mask, cache):
+        first = (tgt[:, -1:] == BOS).float()              # (B, 1)
+        logits = torch.zeros(tgt.size(0), tgt.size(1), V)
+        logits[:, :, EOS], logits[:, :, 5], logits[:, :, 6] = 2.0, first, 0.5 * (1 - first)
+        return logits
+
+    m.decode = decode
+    allowed = torch.zeros(3, V, dtype=torch.bool)
+    allowed[:, [EOS, 5, 6]] = True
+    bias = torch.zeros(V)
+    for token, b in after.items():
+        bias[token] = b
+    assert m.generate(batch, 6, allowed=allowed, eos_bias=bias if after else None) == [expected] * 3
+
+
 def test_generation_is_capped_by_max_target_len():
     m, batch = tiny_model(), make_batch()
     no_eos = torch.ones(3, V, dtype=torch.bool)

@@ -64,7 +64,7 @@ def test_grounded_links_need_the_relation_task():
 
 def test_allowed_mask_is_schema_eos_and_prompt():
     class Tok:  # the three things RMPL.allowed reads
-        eos_id, pad_id = 3, 0
+        bos_id, eos_id, pad_id = 2, 3, 0
 
         @staticmethod
         def encode(tokens):
@@ -131,7 +131,7 @@ EXPECTED_LINES = [
 def stub_extractor(answers, **kw):
     """An RMPL whose decoder is a lookup table; `asked` records every example it was given."""
     class Tok:  # what RMPL.__init__ reads
-        eos_id, pad_id = 3, 0
+        bos_id, eos_id, pad_id = 2, 3, 0
 
         @staticmethod
         def encode(tokens):
@@ -141,14 +141,33 @@ def stub_extractor(answers, **kw):
         cfg = type("Cfg", (), {"vocab_size": 4 + len(S.SPECIAL_TOKENS)})
 
     extractor, asked = rmpl.RMPL(Net(), Tok(), **kw), []
+    extractor.biases = {}  # task -> the eos_bias it was decoded with
 
-    def run(examples):
+    def run(examples, eos_bias=None):
         keys = [(e.task, tuple(e.prompt), e.image) for e in examples]
         asked.extend(keys)
+        extractor.biases.update({e.task: eos_bias for e in examples})
         return [list(answers[k]) for k in keys]
 
     extractor.run = run
     return extractor, asked
+
+
+@pytest.mark.parametrize("bias", [0.0, 2.5, -1.0])
+def test_no_event_bias_reaches_the_text_mention_pass_only(bias):
+    """The bias is subtracted from eos's logit after bos in a sentence's mention pass, and eos is
+    barred after an event type there; the argument and image passes decode as before."""
+    extractor, _ = stub_extractor(ANSWERS, no_event_bias=bias)
+    sentences = [Sentence("A_1", A1), Sentence("A_2", A2), Sentence("B_1", B1)]
+    extractor.predict(sentences, [Image("A_7", (64, 32), path="A_7.png")])
+    mention = extractor.biases.pop("text_mention")
+    assert extractor.biases == {"text_argument": None, "image_mention": None, "image_argument": None}
+    if not bias:  # plain greedy decoding
+        assert mention is None
+        return
+    types = extractor.tok.encode(list(S.TYPE_TOKENS.values()))
+    assert mention[extractor.tok.bos_id] == -bias and (mention[types] == -1e9).all()
+    assert mention.count_nonzero() == 1 + len(types)
 
 
 def test_predict_two_passes_with_stubbed_decoder():

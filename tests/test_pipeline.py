@@ -139,7 +139,7 @@ def test_prediction_files_score_as_in_memory(tmp_path, monkeypatch, capsys, seed
     train.main(["--stage", "1", "--data", str(world), "--out", str(out), *FAST, "--max-steps", "1"])
     rng = random.Random(seed)
 
-    def babble(self, examples):
+    def babble(self, examples, eos_bias=None):
         outputs = []
         for e in examples:
             words = [w for w in e.prompt if w not in S.SPECIAL_TOKENS]

@@ -28,8 +28,11 @@ What this file does not do: define the network (model.py) or LoRA (lora.py), dec
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
+try:
+    import fcntl  # POSIX; elsewhere (Windows) a run directory is not locked, with a warning
+except ImportError:
+    fcntl = None
 import io
 import json
 import os
@@ -264,8 +267,8 @@ class RunDir:
         if resume and not self.path.is_dir():
             raise nothing_to_resume(self.STATE)
         if not self.lock():
-            warnings.warn(f"{self}: its filesystem cannot lock files, so nothing stops a second "
-                          f"train.py from writing here")
+            warnings.warn(f"{self}: cannot be locked (no flock on this system or filesystem), so "
+                          f"nothing stops a second train.py from writing here")
         self.finish_checkpoint()
         if resume:
             lora = self.holds_run() and bool(self.info()["config"].get("lora_rank"))
@@ -294,6 +297,9 @@ class RunDir:
         except OSError as e:
             raise CheckpointError(f"{self}: cannot create the run there ({e.strerror or e}): "
                                   f"--out must be a directory this user can write") from None
+        if fcntl is None:
+            os.close(fd)
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

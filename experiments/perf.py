@@ -85,7 +85,7 @@ def bench_train(args, tmp: Path) -> dict:
     cfg = train.parse_args(["--stage", "1", "--data", args.data, "--out", str(tmp), "--device", "cpu"])
     train.set_seed(cfg.seed)
     src = train.load_data(cfg)
-    net, tok = train.build_model(cfg, src, tmp / "stage1")
+    net, tok = train.new_network(cfg, src)
     net.train()
     c = net.cfg
     built = tasks.build_tasks(tasks.STAGE_TASKS[1], src.ace["train"], src.swig["train"], src.mnre["train"])

@@ -41,7 +41,7 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from data import M2E2, gc_paused, parse_json, read_m2e2, strip_ext
@@ -56,10 +56,14 @@ CELLS = ("text_mention", "text_argument", "image_mention", "image_argument", "mu
 class Protocol:
     """What is compared: ``Protocol()`` is the strict protocol; each field turns on one relaxation
     that published scorers use (module docstring), alone or together."""
-    keep_events: bool = False       # text scored only on sentences that have a gold event (WASE)
-    trigger_start: bool = False     # triggers compared by their first word only (UniCL, CAMEL)
-    gold_images_only: bool = False  # images scored only on those with a gold event (X-MTL)
-    unattached_args: bool = False   # text argument key without the trigger (TextEE, MMUTF)
+    keep_events: bool = field(default=False, metadata={
+        "help": "score text only on sentences that have a gold event (WASE)"})
+    trigger_start: bool = field(default=False, metadata={
+        "help": "compare triggers by their first word only (UniCL, CAMEL)"})
+    gold_images_only: bool = field(default=False, metadata={
+        "help": "score images only on those with a gold event (X-MTL)"})
+    unattached_args: bool = field(default=False, metadata={
+        "help": "text argument key without the trigger (TextEE Arg-C, MMUTF)"})
 
     def __str__(self) -> str:
         on = [f.name.replace("_", "-") for f in fields(self) if getattr(self, f.name)]
@@ -427,18 +431,11 @@ def command_line(description: str) -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("dev", "test"), help="default %(default)s")
     for f in fields(Protocol):
         p.add_argument("--" + f.name.replace("_", "-"), action="store_true",
-                       help=f"relaxation: {RELAXATIONS[f.name]}")
+                       help=f"relaxation: {f.metadata['help']}")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--by-type", action="store_true", help="also score each event type separately")
     return p
 
-
-RELAXATIONS = {
-    "keep_events": "score text only on sentences that have a gold event (WASE)",
-    "trigger_start": "compare triggers by their first word only (UniCL, CAMEL)",
-    "gold_images_only": "score images only on those with a gold event (X-MTL)",
-    "unattached_args": "text argument key without the trigger (TextEE Arg-C, MMUTF)",
-}
 
 
 def gold_dir(args: argparse.Namespace) -> Path:

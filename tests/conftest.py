@@ -8,6 +8,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
+# a toy world small enough to train a few steps on in a test, and large enough for every task
+TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
+            mnre_test=4, m2e2_dev=2, m2e2_test=2)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """The TINY world, one per test module (tests may damage its files)."""
+    import toy
+    return toy.generate(tmp_path_factory.mktemp("toy"), seed=0, **TINY)
 
 
 @pytest.fixture

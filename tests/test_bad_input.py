@@ -21,9 +21,8 @@ from run import RunDir
 import toy
 import train
 from data import DataError, read_jmee, read_m2e2, read_mnre, read_swig
+from tests.conftest import TINY
 
-TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
-            mnre_test=4, m2e2_dev=2, m2e2_test=2)
 
 
 @pytest.fixture(scope="module")

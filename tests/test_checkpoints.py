@@ -24,19 +24,12 @@ from safetensors.torch import load_file
 import model as M
 from run import RunDir
 import tasks
-import toy
 import train
 
-TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
-            mnre_test=4, m2e2_dev=2, m2e2_test=2)
 FAST = ["--max-steps", "6", "--eval-every", "3", "--batch-size", "4", "--eval-batches", "1", "--dev-docs", "0",
         "--warmup-steps", "1", "--log-every", "1", "--model-size", "tiny"]
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return toy.generate(tmp_path_factory.mktemp("toy"), seed=0, **TINY)
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,13 @@ import torch
 from safetensors.torch import load_file
 
 import toy
+from tests.conftest import TINY
 
 dist = pytest.importorskip("torch.distributed")
 if not (dist.is_available() and dist.is_gloo_available()):
     pytest.skip("torch.distributed with gloo is not available in this torch build", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
-            mnre_test=4, m2e2_dev=2, m2e2_test=2)
 FAST = ["--model-size", "tiny", "--eval-every", "4", "--dev-docs", "0", "--log-every", "1", "--warmup-steps", "1",
         "--eval-batches", "1"]
 

@@ -19,16 +19,11 @@ import tensors
 import toy
 import train
 from data import read_m2e2
+from tests.conftest import TINY
 
-TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
-            mnre_test=4, m2e2_dev=2, m2e2_test=2)
 FAST = ["--max-steps", "3", "--batch-size", "4", "--eval-every", "3", "--eval-batches", "1", "--dev-docs", "1",
         "--log-every", "1", "--warmup-steps", "1"]
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return toy.generate(tmp_path_factory.mktemp("toy"), seed=0, **TINY)
 
 
 def test_stage1_stage2_evaluate(world, tmp_path, capsys):

@@ -21,19 +21,12 @@ import model as M
 import rmpl
 import run as R
 import tensors
-import toy
 import train
 from run import RunDir
 
-TINY = dict(ace_train=24, ace_dev=8, ace_test=8, swig_train=16, swig_dev=6, swig_test=6, mnre_train=12, mnre_dev=4,
-            mnre_test=4, m2e2_dev=2, m2e2_test=2)
 FAST = ["--max-steps", "2", "--batch-size", "4", "--eval-every", "2", "--eval-batches", "1", "--dev-docs", "0",
         "--model-size", "tiny", "--vocab-size", "600", "--log-every", "1"]
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return toy.generate(tmp_path_factory.mktemp("toy"), seed=0, **TINY)
 
 
 @pytest.fixture(scope="module")

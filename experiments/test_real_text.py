@@ -130,11 +130,16 @@ def test_run_trains_and_scores_a_tiny_split_end_to_end(shared_dir, tmp_path):
     argv = ["run", "--splits", "1", "--m2e2", str(shared_dir / "data" / "m2e2"), "--textee", str(tmp_path / "textee"),
             "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--stage1-steps", "3",
             "--stage2-steps", "2", "--batch-size", "4", "--vocab-size", "600", "--max-text-len", "64",
-            "--no-event-bias", "3"]
+            "--no-event-bias", "3", "0"]
     result = real_text.main(argv)
     split = result["splits"][1]
     assert split["counts"]["test"]["sentences"] == 15 and set(split["seconds"]) >= {"stage1", "stage2", "total"}
     assert set(split["test"]) == {"strict", "unattached_args"} and "text_argument" in split["dev"]["strict"]
     assert json.loads((tmp_path / "runs" / "split1" / "stage1" / "rmpl.json").read_text())["config"]["max_text_len"] == 64
-    assert "--no-event-bias 3.0" in (tmp_path / "runs" / "split1" / "real_text.log").read_text()
+    logged = (tmp_path / "runs" / "split1" / "real_text.log").read_text()
+    assert "--no-event-bias 3.0" in logged and "--no-event-bias 0.0" in logged  # both tried on dev
+    f1 = {b: r["text_mention"] for b, r in split["dev_by_bias"].items()}
+    assert split["no_event_bias"] == max([3.0, 0.0], key=lambda b: (f1[str(b)], b == 3.0))  # the first on a tie
     assert real_text.main(argv)["splits"][1] == split  # done before: read back, not trained again
+    rescored = real_text.main([*argv[:-2], "0"])["splits"][1]  # another bias: scored again, not trained again
+    assert rescored["seconds"]["stage1"] == split["seconds"]["stage1"] and rescored["no_event_bias"] == 0.0

@@ -181,7 +181,7 @@ def predict_split(args, data: Path, runs: Path, result: dict) -> None:
     log, by_bias = runs / "real_text.log", {}
 
     def predict(split: str, bias: float) -> dict:
-        pred = runs / f"predictions_{split}.jsonl"
+        pred = runs / f"predictions_{split}_bias{bias:g}.jsonl"  # one file per value: none overwritten
         print(f"split {result['split']}: predicting {split}, no-event bias {bias:g} ...", flush=True)
         _, seconds = sh([sys.executable, "rmpl.py", "--checkpoint", str(runs / "stage2"), "--data", str(data),
                          "--split", split, "--pred-out", str(pred), "--no-event-bias", str(bias), "--json"], log)

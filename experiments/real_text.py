@@ -145,7 +145,6 @@ def run_split(args, k: int) -> dict:
         print(f"split {k}: done before, {done}")
         return before
     runs.mkdir(parents=True, exist_ok=True)
-    log = runs / "real_text.log"
     counts = build(args.m2e2, read_split(args.textee, k), data)
     result = {"split": k, "counts": counts, "budget": vars(args).copy(), "seconds": {}}
     if before:  # trained before: only the scores are redone

@@ -9,6 +9,7 @@
     train_state.pt      optimizer moments, sampler position, RNG states, step, the weights' sha256
     log.jsonl           one JSON line per log interval and per evaluation, appended
     .lock               flock-ed by the one train.py that writes the run (RunDir.lock)
+    best/               --keep-best: the best evaluation's weights, tokenizer, rmpl.json (save_best)
 
 ``RunDir`` owns these names. A directory holds a run once it holds a checkpoint: one stopped
 before its first (Ctrl-C, a full disk, a diverged loss) can simply be started again. One
@@ -232,6 +233,7 @@ class RunDir:
     LOG = "log.jsonl"
     PENDING = ".pending"  # a checkpoint being written; "COMMITTED" inside it marks it whole
     LOCK = ".lock"
+    BEST = "best"  # a run directory of its own: the weights of the best evaluation (--keep-best)
 
     def __init__(self, path):
         self.path = Path(path)
@@ -385,15 +387,20 @@ class RunDir:
                                   f"({e.strerror or e}); {self.kept()}") from None
         self.finish_checkpoint()
 
-    def _write_pending(self, net, opt, sampler, info: dict) -> None:
-        pending = self / self.PENDING
-        pending.mkdir()
+    def _save_weights(self, net, folder: Path) -> Path:
+        """The trainable weights into ``folder``: an adapter (of this run's base), or the model."""
         lora = bool(lora_layers(net))
-        weights = pending / self._weights_file(lora).name
+        weights = folder / self._weights_file(lora).name
         if lora:
             save_adapter(net, weights, base_ref=str(self / self.MODEL))
         else:
             save_model(net, weights)
+        return weights
+
+    def _write_pending(self, net, opt, sampler, info: dict) -> None:
+        pending = self / self.PENDING
+        pending.mkdir()
+        weights = self._save_weights(net, pending)
         write_atomic(pending / self.INFO, json.dumps(info, indent=1).encode())
         state = {"step": info["step"], "weights_sha256": _sha256(weights),
                  "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
@@ -402,6 +409,28 @@ class RunDir:
         torch.save(state, buf)
         write_atomic(pending / self.STATE, buf.getvalue())
         write_atomic(pending / "COMMITTED", b"")  # the commit point
+
+    def best(self) -> "RunDir":
+        return RunDir(self / self.BEST)
+
+    def save_best(self, net, tok: tensors.Tokenizer, info: dict) -> None:
+        """The network and tokenizer as the run ``best/`` (a LoRA run's adapter with a copy of its
+        base), which --init and rmpl.py open like any run; no train state: it is not resumed.
+        rmpl.json goes first and comes back last, so a write cut off leaves no best (the next
+        evaluation writes one) rather than files of two steps."""
+        best = self.best()
+        check_finite(net, f"{best}: step {info['step']}", self.kept())
+        try:
+            best.path.mkdir(exist_ok=True)
+            (best / self.INFO).unlink(missing_ok=True)
+            if lora_layers(net):
+                shutil.copyfile(self / self.MODEL, best / self.MODEL)
+            self._save_weights(net, best.path)
+            best.save_tokenizer(tok)
+            write_atomic(best / self.INFO, json.dumps(info, indent=1).encode())
+        except OSError as e:
+            raise CheckpointError(f"{best}: the weights of step {info['step']} were not kept "
+                                  f"({e.strerror or e})") from None
 
     def finish_checkpoint(self) -> None:
         """Settle a checkpoint write that a kill may have interrupted: a committed ``.pending/``

@@ -98,6 +98,9 @@ class TrainConfig:
     eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
     eval_batches: int = knob(4, "dev-loss batches per task at each evaluation (0: no dev loss)")
     dev_docs: int = knob(10, "M2E2 dev documents of the quick dev F1 at each evaluation (0: off)")
+    keep_best: str = knob("", "a quick dev F1 cell (" + ", ".join(evaluate.CELLS) + "): the "
+                              "weights of its best evaluation are kept in OUT/stagek/best, which "
+                              "--init and rmpl.py --checkpoint take (early stopping); '': none")
     flip_prob: float = knob(0.5, "probability of mirroring a training image with its boxes")
 
 
@@ -144,6 +147,9 @@ def parse_args(argv=None) -> TrainConfig:
     unknown = set(given.get("tasks", "").split(",")) - set(S.TASKS) - {""}
     if unknown:
         p.error(f"--tasks: unknown {sorted(unknown)}; known: {', '.join(S.TASKS)}")
+    if given.get("keep_best", "") not in ("", *evaluate.CELLS):
+        p.error(f"--keep-best must be one of {', '.join(evaluate.CELLS)}, not "
+                f"{given['keep_best']!r}")
     if given.get("model_size", "small") not in M.MODEL_SIZES:
         p.error(f"--model-size must be one of {', '.join(M.MODEL_SIZES)}")
     out = Path(given.get("out", TrainConfig.out))
@@ -164,6 +170,9 @@ def parse_args(argv=None) -> TrainConfig:
                         f"has {had[k]}, and a stage that starts from a checkpoint keeps it")
             given = {**had, **given}
         cfg = TrainConfig(**{**PRESETS[stage], **given})
+    if cfg.keep_best and not cfg.dev_docs:
+        p.error(f"--keep-best {cfg.keep_best} chooses by the quick dev F1, which --dev-docs 0 "
+                f"turns off")
     if cfg.min_lr > cfg.lr:  # the defaults count too: --lr 5e-5 alone is under min_lr's 1e-4
         p.error(f"--min-lr {cfg.min_lr} is above --lr {cfg.lr}: the cosine would climb from the "
                 f"peak to the floor; give --min-lr at most --lr")
@@ -499,9 +508,21 @@ class Trainer:
                 "config": asdict(cfg)}
         try:
             self.run.save_checkpoint(self.net, self.opt, self.sampler, info)
+            if cfg.keep_best:
+                self.keep_if_best(info, record["dev_f1"])
         except CheckpointError as e:  # non-finite weights (--lr inf), or a full disk
             sys.exit(f"train.py: {e}")
         return record
+
+    def keep_if_best(self, info: dict, dev_f1: dict) -> None:
+        """--keep-best CELL: this step's weights go to OUT/stagek/best when its quick dev F1 of
+        CELL beats every earlier evaluation's (a tie keeps the earlier, smaller step). The best so
+        far is read back from best/rmpl.json, so a resumed run goes on comparing with it."""
+        cell, best = self.cfg.keep_best, self.run.best()
+        if best.holds_run() and dev_f1[cell] <= best.info()["dev_f1"][cell]:
+            return
+        self.run.save_best(self.net, self.tok, {**info, "dev_f1": dev_f1})
+        tqdm.write(f"best  {info['step']:5d} | dev F1 {cell} {dev_f1[cell]:.1f} -> {best}")
 
     def train(self) -> dict:
         """The loop: steps start .. max_steps - 1, logged, evaluated and saved on schedule."""

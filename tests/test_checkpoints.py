@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 
 
 import model as M
-from run import RunDir
+from lora import remove_lora
+from run import RunDir, weights_hash
 import tasks
 import train
 
@@ -255,3 +256,36 @@ def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
         assert RunDir(run).load_train_state(opt, sampler) == weights_step
         assert not (run / RunDir.PENDING).exists() and not list(run.glob(".tmp-*"))
     print("SIGKILL outcomes (checkpoints finished, state of the write that was cut):", outcomes)
+
+
+@pytest.mark.parametrize("stage", ["1", "2-lora"])
+def test_keep_best_keeps_the_weights_of_the_best_evaluation(world, base, tmp_path, monkeypatch, stage):
+    """--keep-best: scripted dev scores 10, 30, 20 (then, resumed, 25): best/ holds step 2's weights throughout (a
+    resumed run compares with the best on disk, not with nothing), and opens as a run of its own."""
+    args = {"1": ["--stage", "1"], "2-lora": ["--stage", "2", "--init", str(base), "--lora-rank", "4"]}[stage]
+    args += ["--data", str(world), *FAST, "--max-steps", "4", "--eval-every", "1", "--dev-docs", "1",
+             "--keep-best", "text_mention", "--out", str(tmp_path)]
+    scores = iter([10.0, 30.0, 20.0, 25.0])
+    monkeypatch.setattr(train.rmpl, "quick_score", lambda *a: {"text_mention": next(scores), "image_mention": 99.0})
+    hashes, save = {}, RunDir.save_checkpoint
+
+    def save_and_hash(run, net, opt, sampler, info):
+        hashes[info["step"]] = weights_hash(merged_copy(net))
+        save(run, net, opt, sampler, info)
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_and_hash)
+    train_until(monkeypatch, args, 3)
+    train.main([*args, "--resume"])
+    best = RunDir(tmp_path / f"stage{stage[0]}" / "best")
+    assert best.info()["step"] == 2 and best.info()["dev_f1"]["text_mention"] == 30.0
+    assert sorted(hashes) == [1, 2, 3, 4] and len(set(hashes.values())) == 4
+    assert weights_hash(best.open()[0]) == hashes[2]
+    assert (best / "adapter.safetensors").exists() == (stage == "2-lora")
+    monkeypatch.undo()
+    train.main(["--stage", "2", "--init", str(best), "--data", str(world), *FAST, "--max-steps", "1",
+                "--out", str(tmp_path / "next")])
+
+
+def merged_copy(net):
+    """The network as a plain model (a LoRA update baked in), leaving ``net`` as it is."""
+    import copy
+    return remove_lora(copy.deepcopy(net), merge=True)

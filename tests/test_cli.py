@@ -26,9 +26,10 @@ def exit_message(argv) -> str:
 
 
 @pytest.mark.parametrize("flag, value", [("--max-steps", "-5"), ("--batch-size", "0"), ("--lr", "-1"),
-                                         ("--eval-every", "0"), ("--model-size", "huge"), ("--stage", "3")])
+                                         ("--eval-every", "0"), ("--model-size", "huge"), ("--stage", "3"),
+                                         ("--keep-best", "mention"), ("--keep-best", "text_mention --dev-docs 0")])
 def test_bad_values_are_refused_before_anything_runs(flag, value, tmp_path, capsys):
-    assert exit_message([flag, value, "--out", str(tmp_path)]) == "2"  # argparse's usage error
+    assert exit_message([flag, *value.split(), "--out", str(tmp_path)]) == "2"  # argparse's usage error
     assert flag.lstrip("-").split("-")[0] in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 

@@ -164,25 +164,14 @@ def train_split(args, data: Path, runs: Path, result: dict) -> None:
               "--log-every", "50", "--dev-docs", "0"]
     stages = [(1, args.stage1_steps, ["--tasks", "text_event", "--vocab-size", str(args.vocab_size),
                                       "--max-text-len", str(args.max_text_len)]),
-              (2, args.stage2_steps, ["--tasks", "text_mention,text_argument", *keep_best(args)])]
+              (2, args.stage2_steps, ["--tasks", "text_mention,text_argument"])]
     for stage, steps, extra in stages:
         if (runs / f"stage{stage}" / "rmpl.json").exists():
             sys.exit(f"real_text.py: {runs}/stage{stage} holds an unfinished study's run (delete {runs} to redo it)")
         print(f"split {result['split']}: stage {stage}, {steps} steps ...", flush=True)
         _, result["seconds"][f"stage{stage}"] = sh(
             [sys.executable, "train.py", "--stage", str(stage), *common, "--max-steps", str(steps),
-             "--eval-every", str(steps if stage == 1 else args.stage2_eval_every or steps), *extra],
-            log=runs / "real_text.log")
-
-
-def keep_best(args) -> list[str]:
-    """Stage 2's early stopping: with --stage2-eval-every N, all of dev is read every N steps and the
-    weights of the best text mention F1 are kept (train.py --keep-best) and predicted."""
-    return ["--dev-docs", "1000000", "--keep-best", "text_mention"] if args.stage2_eval_every else []
-
-
-def checkpoint(args, runs: Path) -> Path:
-    return runs / "stage2" / "best" if args.stage2_eval_every else runs / "stage2"
+             "--eval-every", str(steps), *extra], log=runs / "real_text.log")
 
 
 def predict_split(args, data: Path, runs: Path, result: dict) -> None:
@@ -193,7 +182,7 @@ def predict_split(args, data: Path, runs: Path, result: dict) -> None:
     def predict(split: str, bias: float) -> dict:
         pred = runs / f"predictions_{split}_bias{bias:g}.jsonl"  # one file per value: none overwritten
         print(f"split {result['split']}: predicting {split}, no-event bias {bias:g} ...", flush=True)
-        _, seconds = sh([sys.executable, "rmpl.py", "--checkpoint", str(checkpoint(args, runs)), "--data", str(data),
+        _, seconds = sh([sys.executable, "rmpl.py", "--checkpoint", str(runs / "stage2"), "--data", str(data),
                          "--split", split, "--pred-out", str(pred), "--no-event-bias", str(bias), "--json"], log)
         result["seconds"][f"predict_{split}"] = result["seconds"].get(f"predict_{split}", 0) + seconds
         return score(data / "m2e2" / split, pred, log)
@@ -346,9 +335,6 @@ def parse_args(argv=None):
                                                                "DATA/split{k} (default %(default)s)")
             q.add_argument("--stage1-steps", type=int, default=1500)
             q.add_argument("--stage2-steps", type=int, default=500)
-            q.add_argument("--stage2-eval-every", type=int, default=0,
-                           help="N > 0: stage 2 scores all of dev every N steps and its best text mention F1's "
-                                "weights are the ones predicted (train.py --keep-best); 0: its last weights")
             q.add_argument("--batch-size", type=int, default=32)
             q.add_argument("--vocab-size", type=int, default=4000,
                            help="tokenizer size: 1.44 pieces per word on split 1's dev at 4,000, 1.75 at 2,000")

@@ -143,23 +143,3 @@ def test_run_trains_and_scores_a_tiny_split_end_to_end(shared_dir, tmp_path):
     assert real_text.main(argv)["splits"][1] == split  # done before: read back, not trained again
     rescored = real_text.main([*argv[:-2], "0"])["splits"][1]  # another bias: scored again, not trained again
     assert rescored["seconds"]["stage1"] == split["seconds"]["stage1"] and rescored["no_event_bias"] == 0.0
-
-
-def test_stage2_eval_every_keeps_and_predicts_stage2s_best_weights(shared_dir, tmp_path):
-    """--stage2-eval-every N: stage 2 reads all of dev every N steps, keeps its best text mention F1's weights in
-    stage2/best (train.py --keep-best), and dev and test are predicted from those."""
-    ids = split_ids(shared_dir)
-    textee = tmp_path / "textee" / "m2e2_split1"
-    textee.mkdir(parents=True)
-    for split, n in (("train", 40), ("dev", 10), ("test", 10)):
-        (textee / f"{split}.txt").write_text("\n".join(ids[split][:n]) + "\n")
-    real_text.main(["run", "--splits", "1", "--m2e2", str(shared_dir / "data" / "m2e2"), "--textee",
-                    str(tmp_path / "textee"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"),
-                    "--stage1-steps", "2", "--stage2-steps", "3", "--stage2-eval-every", "1", "--batch-size", "4",
-                    "--vocab-size", "600", "--max-text-len", "64", "--no-event-bias", "0"])
-    runs = tmp_path / "runs" / "split1"
-    best = json.loads((runs / "stage2" / "best" / "rmpl.json").read_text())
-    assert best["config"]["keep_best"] == "text_mention" and best["config"]["dev_docs"] == 1000000
-    commands = [line for line in (runs / "real_text.log").read_text().splitlines() if line.startswith("$ ")]
-    predicted = [line for line in commands if "rmpl.py" in line]
-    assert len(predicted) == 2 and all(f"--checkpoint {runs / 'stage2' / 'best'} " in line for line in predicted)

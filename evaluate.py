@@ -419,15 +419,20 @@ def resolve_gold(data_dir: str | Path, split: str) -> Path:
     return d if (d / "text_only_event.json").exists() else d / "m2e2" / split
 
 
+# The default --data: the toy world train.py trains on (toy.DEFAULT_DATA, which a chapter before
+# train.py may not import), from any working directory.
+TOY_DATA = str(Path(__file__).resolve().parent / "data" / "toy")
+
+
 def command_line(description: str) -> argparse.ArgumentParser:
     """The options of every scoring command (this one, and ``python rmpl.py``, which extracts and
     then scores): where the gold is, the protocol's relaxations, the output form."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--gold",
                    help="directory of the M2E2 annotation files (default: from --data, --split)")
-    p.add_argument("--data", default="data/toy",
+    p.add_argument("--data", default=TOY_DATA,
                    help="an M2E2 directory (with images/) or a data root holding m2e2/SPLIT "
-                        "(default %(default)s)")
+                        "(default: the toy world, the repository's data/toy, as train.py's)")
     p.add_argument("--split", default="test", choices=("dev", "test"), help="default %(default)s")
     for f in fields(Protocol):
         p.add_argument("--" + f.name.replace("_", "-"), action="store_true",

@@ -39,7 +39,7 @@ import tensors  # noqa: E402
 import vision_ceiling  # noqa: E402
 import vision_errors  # noqa: E402
 from grounding_ceiling import hflip  # noqa: E402
-from toy import ensure_data  # noqa: E402
+from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 
 
 class ArgumentSet:
@@ -149,7 +149,7 @@ def model_shares(model, images: list[S.Image]) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="data/toy")
+    p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--split", default="dev", choices=("dev", "test"))
     p.add_argument("--checkpoint", default="", help="a train.py run directory whose shares to print beside")
     p.add_argument("--steps", type=int, default=1500)

@@ -32,7 +32,7 @@ import schema as S  # noqa: E402
 import tasks  # noqa: E402
 import tensors  # noqa: E402
 import torch  # noqa: E402
-from toy import ensure_data  # noqa: E402
+from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 
 CELLS = ("multimedia_mention", "multimedia_argument")
 
@@ -113,7 +113,7 @@ def link_scores(model: rmpl.RMPL, gold: data.M2E2) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", nargs="+", required=True, help="train.py run directories")
-    p.add_argument("--data", default="data/toy")
+    p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--split", default="dev", choices=("dev", "test"))
     p.add_argument("--as-relation-model", action="store_true",
                    help="run the relation task even when the checkpoint's tasks lack it")

@@ -38,7 +38,7 @@ import schema as S  # noqa: E402
 import tasks  # noqa: E402
 import tensors  # noqa: E402
 import vision_ceiling  # noqa: E402
-from toy import ensure_data  # noqa: E402
+from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 
 PRESENT = S.REL_TOKENS["/per/misc/present_in"]
 
@@ -139,7 +139,7 @@ def train(train_set: PairSet, dev_set: PairSet, steps: int, eval_every: int, see
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="data/toy")
+    p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--split", default="dev", choices=("dev", "test"))
     p.add_argument("--checkpoint", default="", help="a train.py run directory whose AUC to print beside")
     p.add_argument("--steps", type=int, default=750)

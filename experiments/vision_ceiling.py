@@ -33,6 +33,7 @@ import data  # noqa: E402
 import evaluate  # noqa: E402
 import schema as S  # noqa: E402
 import tensors  # noqa: E402
+from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 
 TYPES = tuple(S.EVENT_TYPES)  # class k < 8: that type; class 8: no event
 NONE = len(TYPES)
@@ -95,7 +96,7 @@ def image_mention(gold: data.M2E2, pred: S.Predictions) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="data/toy")
+    p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--checkpoint", default="runs/stage2",
                    help="a train.py output dir ('' to skip the model)")
     p.add_argument("--budget-s", type=float, default=180.0,
@@ -104,7 +105,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    src = data.read_sources(args.data)
+    src = data.read_sources(ensure_data(args.data))
     net, steps = train_classifier(src.swig["train"], args.size, args.budget_s, args.seed)
     model = None
     if args.checkpoint:

@@ -30,6 +30,7 @@ import evaluate  # noqa: E402
 import rmpl  # noqa: E402
 import schema as S  # noqa: E402
 import tasks  # noqa: E402
+from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 
 
 def box(t: S.Box) -> tuple:
@@ -92,10 +93,10 @@ def summarise(name: str, counts: Counter, ious: list[float], spurious: int, n_pr
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="runs/stage2")
-    p.add_argument("--data", default="data/toy")
+    p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--split", default="dev", choices=("dev", "test"))
     args = p.parse_args(argv)
-    gold = data.read_m2e2(Path(args.data) / "m2e2" / args.split, images=True)
+    gold = data.read_m2e2(ensure_data(args.data) / "m2e2" / args.split, images=True)
     model = rmpl.RMPL.load(args.checkpoint)
     images = list(gold.images.values())
     pred = model.predict([], images)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import model as M  # noqa: E402
 import rmpl  # noqa: E402
 import train  # noqa: E402
+from toy import DEFAULT_DATA  # noqa: E402
 
 
 def score(checkpoint: Path, data: str, split: str) -> dict:
@@ -40,7 +41,7 @@ def score(checkpoint: Path, data: str, split: str) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--data", default="data/toy")
+    p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--model", default="{}", help="JSON overrides of MODEL_SIZES['small']")
     p.add_argument("--stage1", default="", help="extra train.py flags for stage 1")
     p.add_argument("--stage2", default="", help="extra train.py flags for stage 2")

@@ -182,6 +182,15 @@ def test_the_default_world_is_the_repositorys_from_any_directory(tmp_path, monke
     assert not (tmp_path / "data").exists()
 
 
+def test_the_scorers_default_world_is_train_pys(tmp_path, monkeypatch):
+    """rmpl.py and evaluate.py read the world train.py trained on, from any directory (their
+    default was ./data/toy: from elsewhere they looked for gold that is not there)."""
+    monkeypatch.chdir(tmp_path)
+    args = evaluate.command_line("scoring").parse_args([])
+    assert args.data == evaluate.TOY_DATA == train.parse_args([]).data == toy.DEFAULT_DATA
+    assert evaluate.gold_dir(args) == Path(toy.DEFAULT_DATA) / "m2e2" / "test"
+
+
 def test_an_existing_run_is_not_overwritten(world, tmp_path):
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
     train.main(args)

@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT))
 import data  # noqa: E402  (the training sources, for the relation task's sampling share)
 import tasks  # noqa: E402  (the stage task lists, so the rows follow the product's definition)
 import train  # noqa: E402  (the default budget: train.PRESETS)
-from toy import DEFAULT_DATA, ensure_data  # noqa: E402  (the default toy world is generated on first use)
+# the default toy world is generated on first use
+from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 from evaluate import CELLS  # noqa: E402
 
 STAGE1, STAGE2 = tasks.STAGE_TASKS[1], tasks.STAGE_TASKS[2]
@@ -223,7 +224,8 @@ def units(rows: list[str], seeds: int) -> list[tuple[int, list[str]]]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=DEFAULT_DATA, help="data root (train.py layout); default: the toy world")
+    p.add_argument("--data", default=DEFAULT_DATA,
+                   help="data root (train.py layout); default: the toy world")
     p.add_argument("--out", default="runs/ablation", help="where the runs' checkpoints go")
     p.add_argument("--json", default="experiments/ablation.json", help="result file, rewritten after every run")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")

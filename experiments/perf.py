@@ -232,7 +232,8 @@ def bench_memory(args, tmp: Path) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=toy.DEFAULT_DATA, help="data root (train.py layout); default: the toy world")
+    p.add_argument("--data", default=toy.DEFAULT_DATA,
+                   help="data root (train.py layout); default: the toy world")
     p.add_argument("--checkpoint", default="runs/stage2", help="trained model for the decoding benchmark")
     p.add_argument("--m2e2", default=str(ROOT.parent / "shared" / "data" / "m2e2"), help="real M2E2 annotations")
     p.add_argument("--json", default="experiments/perf.json")

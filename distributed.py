@@ -4,10 +4,11 @@
 (``setup``), wraps the network (``ddp_model``), and meets the others at the all-reduces of the
 loss (tasks.multitask_loss) and of the gradients. Only rank 0 prints, evaluates and writes files.
 
-The vision tower is left out of DDP's own gradient averaging: a process whose slice of the batch
-holds no image never runs it, and DDP would then need ``find_unused_parameters`` (a graph traversal
-every step, and a warning whenever nothing was left out). ``average_tower_grads`` averages its
-gradients by hand instead, exactly as DDP would.
+The vision tower and the grounding head are left out of DDP's own gradient averaging: a process
+whose slice of the batch holds no image (no relation question with a picture) never runs the tower
+(the head), and DDP would then need ``find_unused_parameters`` (a graph traversal every step, and a
+warning whenever nothing was left out). ``average_tower_grads`` averages their gradients by hand
+instead, exactly as DDP would.
 
 What this file does not do: sample the global batch (tensors.TaskSampler gives each rank its
 slice), or decide when to synchronise (train.py).
@@ -54,25 +55,39 @@ def setup(device: str) -> Dist:
     return env
 
 
+HAND_AVERAGED = ("vision", "grounding")  # the modules a slice of the batch may leave out
+
+
 def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
-    """DDP over the network but its vision tower, which a slice without images leaves out of the
-    graph (find_unused_parameters would traverse the graph every step, and warn whenever nothing
-    was left out): average_tower_grads averages its gradients. Its BatchNorm buffers, the only
-    ones, stay per process: processes make different numbers of forwards (text, image sub-batch)."""
+    """DDP over the network but its vision tower and grounding head, which a slice without images
+    leaves out of the graph (find_unused_parameters would traverse the graph every step, and warn
+    whenever nothing was left out): average_tower_grads averages their gradients. Their buffers
+    (BatchNorm's statistics, the head's count of grounding targets) stay per process: processes
+    make different numbers of forwards (text, image sub-batch); average_tower_grads unites the
+    head's known name pieces."""
     DDP = torch.nn.parallel.DistributedDataParallel
-    tower = [*net.vision.named_parameters(), *net.vision.named_buffers()]
-    DDP._set_params_and_buffers_to_ignore_for_model(net, [f"vision.{n}" for n, _ in tower])
+    ignored = [f"{name}.{n}" for name in HAND_AVERAGED
+               for n, _ in (*net.get_submodule(name).named_parameters(),
+                            *net.get_submodule(name).named_buffers())]
+    DDP._set_params_and_buffers_to_ignore_for_model(net, ignored)
     return DDP(net)
 
 
 def average_tower_grads(net: M.Seq2Seq, world: int) -> None:
-    """The vision tower's gradients averaged over the processes as DDP averages the others: a
-    process whose slices held no image adds zeros; if none held one, they stay None, as in one
-    process (AdamW then leaves the tower alone)."""
-    params = [p for p in net.vision.parameters() if p.requires_grad]  # none under LoRA
+    """The vision tower's and the grounding head's gradients averaged over the processes as DDP
+    averages the others: a process whose slices did not use a module adds zeros; if none did, they
+    stay None, as in one process (AdamW then leaves it alone). The head's record of the name pieces
+    it was trained on becomes the union of the processes' (rank 0 saves it)."""
+    for name in HAND_AVERAGED:
+        _average(net.get_submodule(name), world)
+    dist.all_reduce(net.grounding.known, op=dist.ReduceOp.MAX)
+
+
+def _average(module: torch.nn.Module, world: int) -> None:
+    params = [p for p in module.parameters() if p.requires_grad]  # none under LoRA
     if params:
         used = torch.tensor(float(params[0].grad is not None), device=params[0].device)
-        dist.all_reduce(used)  # the tower is in a process's graph whole or not at all
+        dist.all_reduce(used)  # the module is in a process's graph whole or not at all
     if params and used.item():
         flat = torch.cat([p.grad.flatten() if p.grad is not None else p.new_zeros(p.numel())
                           for p in params]) / world

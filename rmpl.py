@@ -21,11 +21,13 @@ model pushed past its first "nothing" otherwise writes the type, then eos, and t
 second "no", and ruling roles out too lowered dev F1; experiments/real_text.md.)
 
 Links: a sentence event and an image event of the same document and the same predicted type are a
-candidate. ``links="type"`` (the default, chosen on dev) links every candidate. ``links="grounded"``
-asks the relation task about each participant of the sentence's event in the image, and links the
-candidate unless it places participants against the image's figures and finds none of them there
-(``grounded``): same type with other people is then no link, which the type alone cannot tell; it
-needs a model whose last stage trained the relation task. No decision here is tuned on any split.
+candidate. ``links="type"`` links every candidate. ``links="grounded"`` asks the grounding head
+(model.Grounding, trained on MNRE's relation questions) whether each participant of the sentence's
+event is in the image, and links the candidate when one is (probability >= GROUNDING_THRESHOLD),
+or on the type alone when no participant is a name the head was trained on (``grounded``): same
+type with other people is then no link, which the type alone cannot tell. Any model whose stage 1
+trained the relation task has a trained head (stage 2 does not touch it). Which rule is the
+default, and the threshold, are chosen on dev (experiments/grounding.md).
 
 ``python rmpl.py`` runs the model of runs/stage2 over the toy test split, writes its predictions
 (JSON Lines, the format evaluate.load_predictions reads) and prints their score.
@@ -36,6 +38,7 @@ What this file does not do: build training examples or the loss (tasks.py), defi
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
 from collections import Counter, defaultdict
@@ -52,7 +55,7 @@ from run import RunDir
 from tasks import STAGE_TASKS, Example, argument_prompt, image_example, relation_query, text_prompt
 
 LINK_RULES = ("grounded", "type")             # RMPL(links=...): see RMPL._links and grounded()
-PRESENT_IN = "/per/misc/present_in"           # MNRE's label for "this name is that figure"
+GROUNDING_THRESHOLD = 0.5  # grounded links: a participant is in the picture from this probability
 
 
 # ============================================================================= extraction
@@ -77,13 +80,13 @@ class RMPL:
                  batch_size: int = 64, links: str = "type", no_event_bias: float = 0.0):
         if links not in LINK_RULES:
             raise ValueError(f"links={links!r}: expected one of {LINK_RULES}")
-        if links == "grounded" and "relation" not in tasks:
-            raise ValueError(f"links='grounded' needs a model whose last stage trained the "
-                             f"relation task (this one: {', '.join(tasks)}; train stage 2 with "
-                             f"--tasks {','.join(STAGE_TASKS[2])},relation)")
+        if links == "grounded" and not net.grounding.targets_seen:
+            raise ValueError("links='grounded' needs a model whose grounding head was trained: "
+                             "this one's never saw a grounding target (train stage 1 with the "
+                             "relation task, as its default tasks do)")
         self.net, self.tok, self.tasks, self.batch_size, self.links = (
             net.eval(), tokenizer, tuple(tasks), batch_size, links)
-        self.no_event_bias = no_event_bias
+        self.no_event_bias, self.threshold = no_event_bias, GROUNDING_THRESHOLD
         # each image is read by two passes (mention, then arguments)
         self.images = tensors.ImageCache()
         self.special_ids = tokenizer.encode(list(S.SPECIAL_TOKENS))
@@ -95,29 +98,47 @@ class RMPL:
         run = RunDir(checkpoint)
         return cls(*run.open(device, lora="merged"), run.info()["tasks"], **kw)
 
-    def run(self, examples: list[Example], eos_bias: torch.Tensor | None = None
-            ) -> list[list[str]]:
-        """Greedy-decode every example (in batches) -> its output tokens (``eos_bias``:
-        model.Seq2Seq.generate's). Prompts longer than the model's max_text_len are cut (nothing
-        past the cut can be extracted): one warning says how many."""
-        cfg, out, cut = self.net.cfg, [], Counter()
+    def batches(self, examples: list[Example]):
+        """The examples encoded and collated, ``batch_size`` at a time, on the network's device;
+        prompts longer than the model's max_text_len are cut (nothing past the cut can be
+        extracted): one warning says how many."""
+        cfg, cut = self.net.cfg, Counter()
         device = next(self.net.parameters()).device
         for i in range(0, len(examples), self.batch_size):
             enc = [tensors.encode_example(e, self.tok, cfg.image_size, cfg.max_text_len,
                                           cfg.max_target_len, self.images)
                    for e in examples[i:i + self.batch_size]]
             cut += tensors.cuts(enc)
-            batch = {k: v.to(device) for k, v in tensors.collate(enc, self.tok.pad_id).items()}
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                ids = self.net.generate(batch, cfg.max_target_len,
-                                        allowed=self.allowed(batch["input_ids"]),
-                                        eos_bias=eos_bias)
-            out += [self.tok.decode(row) for row in ids]
+            yield {k: v.to(device) for k, v in tensors.collate(enc, self.tok.pad_id).items()}
         if cut["input_truncated"]:
             task = examples[0].task if len({e.task for e in examples}) == 1 else "mixed"
             warnings.warn(f"{task}: {cut['input_truncated']} of {cut['examples']} prompts were cut "
                           f"to max_text_len={cfg.max_text_len}; words past the cut cannot be "
                           f"extracted")
+
+    def run(self, examples: list[Example], eos_bias: torch.Tensor | None = None
+            ) -> list[list[str]]:
+        """Greedy-decode every example -> its output tokens (``eos_bias``:
+        model.Seq2Seq.generate's)."""
+        out, device = [], next(self.net.parameters()).device
+        for batch in self.batches(examples):
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                ids = self.net.generate(batch, self.net.cfg.max_target_len,
+                                        allowed=self.allowed(batch["input_ids"]),
+                                        eos_bias=eos_bias)
+            out += [self.tok.decode(row) for row in ids]
+        return out
+
+    @torch.no_grad()
+    def presence(self, questions: list[Example]) -> list[float]:
+        """The grounding head's probability that each relation question's entity (its first
+        grounding name) is in the question's picture (model.Seq2Seq.presence); NaN where the name
+        has a piece the head was never trained on (model.Grounding.knows)."""
+        out = []
+        for batch in self.batches(questions):
+            known = self.net.grounding.knows(batch["name_ids"])[:, 0]
+            p = self.net.presence(batch)[:, 0].sigmoid()
+            out += p.masked_fill(~known, float("nan")).tolist()
         return out
 
     def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -196,8 +217,8 @@ class RMPL:
 
     def _links(self, sentences, images, text, pics) -> list[S.Link]:
         """Candidates: a sentence and an image of one document with an event of the same
-        predicted type. ``links="type"`` links every candidate; ``"grounded"`` asks the relation
-        task about each participant of the sentence's event (its argument spans) in the image, and
+        predicted type. ``links="type"`` links every candidate; ``"grounded"`` asks the grounding
+        head about each participant of the sentence's event (its argument spans) in the image, and
         keeps what ``grounded`` says."""
         in_doc = defaultdict(list)
         for i in images:
@@ -209,32 +230,22 @@ class RMPL:
             return [S.Link(s.id, i.id, t) for s, i, t in pairs]
         def participants(s, t):  # the argument spans of the sentence's events of type t
             return [a.target for e in text[s.id] if e.event_type == t for a in e.arguments]
-        asked = {(s.id, i.id, span): (s, i, span) for s, i, t in pairs
-                 for span in participants(s, t)}
-        outputs = self.run([relation_query(s.id, s.words, i, span)
-                            for s, i, span in asked.values()])
-        read = defaultdict(list)  # (sentence, image) -> what the relation task said
-        for (s, i, _), o in zip(asked.values(), outputs):
-            read[(s.id, i.id)] += [r for r in S.parse(o, s.words, i.size)
-                                   if isinstance(r, S.Relation)]
+        asked = {(s.id, i.id, span): relation_query(s.id, s.words, i, span)
+                 for s, i, t in pairs for span in participants(s, t)}
+        presence = dict(zip(asked, self.presence(list(asked.values()))))
         return [S.Link(s.id, i.id, t) for s, i, t in pairs
-                if grounded(participants(s, t), read[(s.id, i.id)])]
+                if grounded([presence[(s.id, i.id, span)] for span in participants(s, t)],
+                            self.threshold)]
 
 
-def grounded(participants: list[S.Span], relations: list[S.Relation]) -> bool:
+def grounded(presence: list[float], threshold: float) -> bool:
     """The grounded link rule for one candidate (a sentence event and an image of its type):
-    ``participants`` are the sentence event's argument spans, ``relations`` what the relation
-    task reads in the sentence and the image. Linked when a participant is present in the image
-    (PRESENT_IN to a figure); not linked when the relation task matches participants against the
-    figures (names it can ground) and finds none present; linked on the type alone when it grounds
-    no participant either way (none is a name it knows)."""
-    def touches(heads):
-        return any(p.start < h.end and h.start < p.end for p in participants for h in heads)
-    to_figures = [r for r in relations
-                  if isinstance(r.head, S.Span) and isinstance(r.tail, S.Box)]
-    if touches([r.head for r in to_figures if r.label == PRESENT_IN]):
-        return True
-    return not touches([r.head for r in to_figures])
+    ``presence`` holds, for each participant of the sentence event (its argument spans), the
+    grounding head's probability that it is in the image, NaN for a name the head does not know.
+    Linked when a known participant is there (probability >= ``threshold``); not linked when the
+    head knows participants and finds none there; linked on the type alone when it knows none."""
+    known = [p for p in presence if not math.isnan(p)]
+    return not known or max(known) >= threshold
 
 
 def prediction_lines(pred: S.Predictions) -> list[dict]:
@@ -301,9 +312,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
     p.add_argument("--links", default="type", choices=LINK_RULES,
                    help="how sentence and image events are linked: type (same type, same "
-                        "document) or grounded (also asks the relation task whether the sentence "
-                        "event's participants are in the image; needs a model whose last stage "
-                        "trained it); default %(default)s")
+                        "document) or grounded (also asks the grounding head whether the "
+                        "sentence event's participants are in the image; needs a model whose "
+                        "stage 1 trained the relation task); default %(default)s")
     p.add_argument("--no-event-bias", type=float, default=0.0,
                    help="subtracted from the 'no event' logit where a sentence's mention pass "
                         "starts: > 0 names events more often (more recall, less precision); "

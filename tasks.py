@@ -55,6 +55,7 @@ TASK_SOURCE = {"text_event": "ace", "image_event": "swig", "relation": "mnre",
                "text_mention": "ace", "image_mention": "swig",
                "text_argument": "ace", "image_argument": "swig"}
 ALPHA = 0.5                                   # task sampling: p_t ~ n_t ** ALPHA
+PRESENT_IN = "/per/misc/present_in"           # MNRE's label for "this name is that figure"
 TASK_WEIGHTS = {t: 1.0 for t in S.TASKS}      # lambda_t in the loss
 
 
@@ -65,6 +66,8 @@ class Example:
     prompt and target are lists of schema tokens and words (target as schema.linearise writes it);
     image is a file path or None, size its (W, H) when known (box tokens are in that frame; a file
     of another size is refused); meta carries ids for inference (sentence id, image id, event ...).
+    grounding (relation task with a picture only): the (name words, in the picture?) pairs the
+    grounding head is asked about, the asked entity's first; the answer None where unknown.
     """
     task: str
     prompt: list[str]
@@ -72,10 +75,16 @@ class Example:
     image: str | None = None
     size: tuple[int, int] | None = None
     meta: dict = field(default_factory=dict)
+    grounding: list[tuple[tuple[str, ...], bool | None]] = field(default_factory=list)
 
     def __post_init__(self):
         if self.task not in S.TASKS:
             raise ValueError(f"Example task {self.task!r} is not one of {S.TASKS}")
+
+    @property
+    def present(self) -> bool | None:
+        """Is the asked entity in the picture? None where unknown or not asked."""
+        return self.grounding[0][1] if self.grounding else None
 
 
 # ============================================================================= records -> examples
@@ -131,26 +140,50 @@ def relation_examples(ex: S.RelationExample) -> list[Example]:
     """The examples one MNRE sentence gives (with its image when it has one): one per head entity,
     asking for that entity's relations, as each MNRE line names its entity pair. The target holds
     them in reading order (tail spans before boxes, relations before "None", then left to right),
-    so the first thing said about a figure is whether the entity is in the picture."""
+    so the first thing said about a figure is whether the entity is in the picture.
+
+    A question whose entity the target places in or out of the picture (``present_label``) also
+    trains the grounding head, on that entity and on every other name of the sentence so placed:
+    one name per question trained the head worse (experiments/grounding.md, section 7i)."""
     img = ex.image
     by_head: dict = {}
     for rel in sorted(ex.relations, key=_reading_order):
         by_head.setdefault(rel.head, []).append(rel)
-    return [relation_query(ex.id, ex.words, img, head,
-                           S.linearise(rels, ex.words, img.size if img else None))
-            for head, rels in by_head.items()]
+    out = [relation_query(ex.id, ex.words, img, head,
+                          S.linearise(rels, ex.words, img.size if img else None))
+           for head, rels in by_head.items()]
+    placed = {}  # name words -> in the picture?, for each entity the target places
+    for head, rels in by_head.items():
+        if img and isinstance(head, S.Span) and present_label(rels) is not None:
+            placed[ex.words[head.start:head.end]] = present_label(rels)
+    for q, head in zip(out, by_head):
+        own = ex.words[head.start:head.end] if isinstance(head, S.Span) else None
+        if own in placed:
+            q.grounding = [(own, placed[own]), *((n, p) for n, p in placed.items() if n != own)]
+    return out
+
+
+def present_label(rels: list[S.Relation]) -> bool | None:
+    """Is the head of these relations (one entity's, in reading order) in the picture? Its first
+    relation to a figure says: PRESENT_IN (it is that figure) or another label (that figure is
+    someone else, as MNRE's "None" lines say). None when no relation reaches a figure."""
+    to_figure = [r for r in rels if isinstance(r.tail, S.Box)]
+    return to_figure[0].label == PRESENT_IN if to_figure else None
 
 
 def relation_query(id_, words, img: S.Image | None, head: S.Span | S.Box,
                    target=()) -> Example:
     """The relation task's question: what relates ``head`` (an entity of the sentence, or a box of
-    the image) to the rest of the sentence and to the image's figures?"""
+    the image) to the rest of the sentence and to the image's figures? An entity of the sentence
+    is also the grounding head's question: is it in the picture?"""
     size = img.size if img else None
     head_tokens = (S.span_to_tokens(head, words) if isinstance(head, S.Span)
                    else S.box_to_tokens(head, size))
-    return Example("relation", text_prompt("relation", words, [S.HEAD, *head_tokens]),
-                           list(target), image=img.path if img else None, size=size,
-                           meta={"id": id_})
+    q = Example("relation", text_prompt("relation", words, [S.HEAD, *head_tokens]),
+                list(target), image=img.path if img else None, size=size, meta={"id": id_})
+    if img and isinstance(head, S.Span):
+        q.grounding = [(tuple(words[head.start:head.end]), None)]
+    return q
 
 
 def _reading_order(rel: S.Relation) -> tuple:

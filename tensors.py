@@ -235,6 +235,8 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
     try:
         input_ids = tokenizer.encode(ex.prompt)
         target_ids = tokenizer.encode(ex.target) + [tokenizer.eos_id]
+        names = [torch.tensor(tokenizer.encode(list(name)), dtype=torch.long)
+                 for name, _ in ex.grounding]
     except ValueError as e:
         raise ValueError(f"{ex.task} example {ex.meta}: {e}") from None
     input_cut, target_cut = (max(0, len(input_ids) - max_input_len),
@@ -248,6 +250,8 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
     return {"input_ids": torch.tensor(input_ids[:max_input_len], dtype=torch.long),
             "target_ids": torch.tensor(target_ids[:max_target_len], dtype=torch.long),
             "image": image, "has_image": ex.image is not None, "task_id": TASKS.index(ex.task),
+            "names": names, "present": [float("nan") if p is None else float(p)
+                                        for _, p in ex.grounding],
             "input_cut": input_cut, "target_cut": target_cut,
             "bins_wide": _bins_wide(ex.size) if ex.image is not None and ex.size else 0}
 
@@ -265,8 +269,10 @@ def _bins_wide(size: tuple[int, int]) -> int:
 
 
 def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
-    """encode_example outputs -> the batch: exactly input_ids, images, has_image,
-    target_ids, task_ids.
+    """encode_example outputs -> the batch: exactly input_ids, images, has_image, target_ids,
+    task_ids, and the grounding head's questions: name_ids (B, K, P), each example's names
+    (tasks.Example.grounding) padded to the batch's most names K and longest name P, and present
+    (B, K), 1 / 0 where the answer is known, NaN elsewhere.
 
     Padding is pad_id, which no real token uses, so a mask is simply `ids != pad_id`.
     """
@@ -275,7 +281,19 @@ def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor
             "images": torch.stack([e["image"] for e in encoded]),          # (B, 3, S, S) float
             "has_image": torch.tensor([e["has_image"] for e in encoded]),  # (B,) bool
             "target_ids": pad([e["target_ids"] for e in encoded]),         # (B, L) long
-            "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long)}  # (B,)
+            "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long),  # (B,)
+            **_grounding(encoded, pad_id)}
+
+
+def _grounding(encoded: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    names = [e.get("names", []) for e in encoded]
+    k, p = max(map(len, names), default=0), max((len(n) for ns in names for n in ns), default=0)
+    name_ids = torch.full((len(encoded), max(k, 1), max(p, 1)), pad_id, dtype=torch.long)
+    present = torch.full(name_ids.shape[:2], float("nan"))
+    for b, e in enumerate(encoded):
+        for j, (ids, answer) in enumerate(zip(names[b], e.get("present", []))):
+            name_ids[b, j, :len(ids)], present[b, j] = ids, answer
+    return {"name_ids": name_ids, "present": present}
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -8,9 +8,8 @@ both train.py's default budget unless given):
 
     rmpl                 stage 1 (S1 steps) -> stage 2 (S2 steps, full fine-tuning): the default recipe,
                          links by type
-    grounded             rmpl's stage-1 model -> stage 2 with the relation task kept in the mix (S2 steps),
-                         grounded links (evaluate.py --links grounded)
-    grounded_type_links  the same model as grounded, links by type: the pair isolates the link rule
+    grounded             rmpl's models, links by the grounding head (rmpl.py --links grounded): the pair
+                         rmpl / grounded isolates the link rule (the head is trained in stage 1)
     no_relation          the relation source removed from both stages, same steps (S1, S2): the text and image
                          tasks get the relation task's samples
     no_relation_matched  the relation source removed and each stage shortened by the relation task's sampling
@@ -57,11 +56,11 @@ from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 from evaluate import CELLS  # noqa: E402
 
 STAGE1, STAGE2 = tasks.STAGE_TASKS[1], tasks.STAGE_TASKS[2]
-ROWS = ("rmpl", "grounded", "grounded_type_links", "no_relation", "no_relation_matched", "joint",
+ROWS = ("rmpl", "grounded", "no_relation", "no_relation_matched", "joint",
         "stage2_only", "stage1_only", "rmpl_lora", "keyword")
-DEFAULT_ROWS = ("rmpl", "grounded", "grounded_type_links", "no_relation", "no_relation_matched", "joint",
+DEFAULT_ROWS = ("rmpl", "grounded", "no_relation", "no_relation_matched", "joint",
                 "keyword")
-AFTER_RMPL = ("grounded", "grounded_type_links", "rmpl_lora")  # start from rmpl's stage-1 run
+AFTER_RMPL = ("grounded", "rmpl_lora")  # reuse rmpl's runs
 T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # two-sided
 
 
@@ -151,12 +150,8 @@ def run_row(args, row: str, seed: int, work: Path, log: Path) -> dict:
     base = rmpl_dir / "stage1"
     if row in AFTER_RMPL and not finished(base, S1):   # rows that start from rmpl's stage-1 model
         sh(train_cmd(args, rmpl_dir, 1, S1, seed), log, args.threads)
-    if row in ("grounded", "grounded_type_links"):
-        d = work / "grounded" / f"seed{seed}"
-        if not finished(d / "stage2", S2):
-            sh(train_cmd(args, d, 2, S2, seed, STAGE2 + ("relation",), "--init", str(base)), log,
-               args.threads)
-        return score(args, d / "stage2", log, "--links", "grounded" if row == "grounded" else "type")
+    if row == "grounded":
+        return score(args, two_stages(args, rmpl_dir, seed, log), log, "--links", "grounded")
     if row == "rmpl_lora":  # stage 2 with LoRA on rmpl's stage-1 model of the same seed
         sh(train_cmd(args, d, 2, S2, seed, None, "--init", str(base), "--lora-rank", "16",
                      "--lr", str(args.lora_lr)), log, args.threads)

@@ -5,14 +5,14 @@
 For each checkpoint, on the MNRE --split (the relation task as trained): precision and recall of
 its '/per/misc/present_in' records (a name and its figure; a box counts at IoU >= 0.5, as in the
 M2E2 scorer), which shows whether stage 2 made the model forget the relation task; and how well it
-tells a name in the picture from a name that is not (``presence_auc``: at the first relation of each
-question whose tail is a box, teacher-forced on the gold target so far, the margin
-logit(present_in) - logit(None), and its ROC AUC over present vs absent names: 0.5 is chance, 1.0 a
-perfect ranking; beside it greedy decoding's accuracy and the base rate). On the M2E2
---split: the multimedia mention and argument cells (precision, recall, F1) with grounded links
-and with type-only links, from one extraction (the links are the only difference).
---as-relation-model also runs the grounded rule for a checkpoint whose tasks lack the relation
-task (rmpl.RMPL would fall back to type-only links): it asks what the weights still know.
+tells a name in the picture from a name that is not (``presence_auc``, ROC AUC over present vs
+absent names, 0.5 chance, 1.0 a perfect ranking: of the grounding head's logit, and of the relation
+decoder's margin logit(present_in) - logit(None) at the first relation of each question whose tail
+is a box, teacher-forced on the gold target so far; beside it greedy decoding's accuracy and the
+base rate). On the M2E2 --split: the multimedia mention and argument cells (precision, recall, F1)
+with grounded links at each of --thresholds and with type-only links, from one extraction (the
+links are the only difference). --as-relation-model also scores the relation decoder of a
+checkpoint whose last stage lacked the relation task: it asks what the weights still know.
 
 What this file does not do: choose anything; decisions and their figures are in the README.
 """
@@ -45,9 +45,9 @@ def present_in_scores(model: rmpl.RMPL, examples: list[S.RelationExample]) -> di
     tp = n_pred = n_gold = 0
     for (ex, q), out in zip(asked, outputs):
         gold = S.parse(q.target, ex.words, ex.image.size)
-        gold = [r for r in gold if isinstance(r, S.Relation) and r.label == rmpl.PRESENT_IN]
+        gold = [r for r in gold if isinstance(r, S.Relation) and r.label == tasks.PRESENT_IN]
         pred = [r for r in S.parse(out, ex.words, ex.image.size)
-                if isinstance(r, S.Relation) and r.label == rmpl.PRESENT_IN]
+                if isinstance(r, S.Relation) and r.label == tasks.PRESENT_IN]
         n_gold, n_pred = n_gold + len(gold), n_pred + len(pred)
         tp += sum(any(p.head == g.head and isinstance(p.tail, S.Box)
                       and evaluate.iou(astuple(p.tail), astuple(g.tail)) >= 0.5
@@ -71,42 +71,51 @@ def roc_auc(pos: list[float], neg: list[float]) -> float | None:
     return sum(pairs) / len(pairs) if pairs else None
 
 
+def fmt(auc: float | None) -> str:
+    return "n/a" if auc is None else f"{auc:.3f}"
+
+
 @torch.no_grad()
 def presence_auc(model: rmpl.RMPL, examples: list[S.RelationExample]) -> dict:
     """Present vs absent names, teacher-forced (module docstring): AUC, and the accuracy of the
     greedy choice between the two labels beside the base rate."""
-    yes = S.REL_TOKENS[rmpl.PRESENT_IN]
+    yes = S.REL_TOKENS[tasks.PRESENT_IN]
     present, absent = (model.tok.encode([token])[0] for token in (yes, S.REL_TOKENS["None"]))
-    asked = [(q, at, q.target[at] == yes)  # (question, where, present?)
-             for ex in examples for q in tasks.relation_examples(ex)
-             if (at := decision_position(q.target)) is not None]
-    cfg, scores, device = model.net.cfg, [], next(model.net.parameters()).device
+    asked = [(q, decision_position(q.target), q.present)  # (question, where, present?)
+             for ex in examples for q in tasks.relation_examples(ex) if q.present is not None]
+    cfg, scores, heads, device = model.net.cfg, [], [], next(model.net.parameters()).device
     model.net.eval()
     for i in range(0, len(asked), model.batch_size):
         part = asked[i:i + model.batch_size]
         enc = [tensors.encode_example(q, model.tok, cfg.image_size, cfg.max_text_len, cfg.max_target_len,
                                       model.images) for q, _, _ in part]
-        logits, _ = model.net({k: v.to(device) for k, v in tensors.collate(enc, model.tok.pad_id).items()})
+        batch = {k: v.to(device) for k, v in tensors.collate(enc, model.tok.pad_id).items()}
+        logits, _ = model.net(batch)
         scores += [(logits[k, at, present] - logits[k, at, absent]).item() for k, (_, at, _) in enumerate(part)]
+        heads += model.net.presence(batch)[:, 0].tolist()
     pos = [s for s, (_, _, yes) in zip(scores, asked) if yes]
     neg = [s for s, (_, _, yes) in zip(scores, asked) if not yes]
     n = max(len(asked), 1)
     return {"auc": roc_auc(pos, neg), "present": len(pos), "absent": len(neg),
+            "head_auc": roc_auc([h for h, (_, _, yes) in zip(heads, asked) if yes],
+                                [h for h, (_, _, yes) in zip(heads, asked) if not yes]),
             "greedy_accuracy": 100 * (sum(s > 0 for s in pos) + sum(s <= 0 for s in neg)) / n,
             "base_rate": 100 * max(len(pos), len(neg)) / n}
 
 
-def link_scores(model: rmpl.RMPL, gold: data.M2E2) -> dict:
-    """The multimedia cells under each link rule, from one extraction."""
+def link_scores(model: rmpl.RMPL, gold: data.M2E2, thresholds=(rmpl.GROUNDING_THRESHOLD,)) -> dict:
+    """The multimedia cells under each link rule (the grounded one at each of ``thresholds``), from
+    one extraction."""
     sentences = list(gold.sentences.values())
     images = [i for i in gold.images.values() if i.path is not None]
     text, pics = model._text_events(sentences), model._image_events(images)
     out = {}
-    for rule in rmpl.LINK_RULES:
-        model.links = rule
+    for rule, threshold in [("type", None), *(("grounded", t) for t in thresholds)]:
+        model.links, model.threshold = rule, threshold
         pred = S.Predictions(text, pics, model._links(sentences, images, text, pics))
         cells = evaluate.score(gold, pred)
-        out[rule] = {c: {k: cells[c][k] for k in ("p", "r", "f1")} for c in CELLS}
+        name = rule if threshold is None else f"grounded@{threshold:g}"
+        out[name] = {c: {k: cells[c][k] for k in ("p", "r", "f1")} for c in CELLS}
     return out
 
 
@@ -117,6 +126,8 @@ def main(argv=None) -> dict:
     p.add_argument("--split", default="dev", choices=("dev", "test"))
     p.add_argument("--as-relation-model", action="store_true",
                    help="run the relation task even when the checkpoint's tasks lack it")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[rmpl.GROUNDING_THRESHOLD],
+                   help="grounded links: the grounding head's thresholds to score (choose on dev)")
     args = p.parse_args(argv)
     root = ensure_data(args.data)
     mnre = data.read_mnre(root / "mnre" / f"{args.split}.txt", root / "mnre" / "images")
@@ -126,23 +137,24 @@ def main(argv=None) -> dict:
         model = rmpl.RMPL.load(ckpt, links="type")
         if args.as_relation_model and "relation" not in model.tasks:
             model.tasks += ("relation",)
-        grounds = "relation" in model.tasks
-        res = {"present_in": present_in_scores(model, mnre) if grounds else None,
-               "presence": presence_auc(model, mnre) if grounds else None,
-               "links": link_scores(model, gold) if grounds else None}
+        decodes, grounds = "relation" in model.tasks, bool(model.net.grounding.targets_seen)
+        res = {"present_in": present_in_scores(model, mnre) if decodes else None,
+               "presence": presence_auc(model, mnre),
+               "links": link_scores(model, gold, args.thresholds) if grounds else None}
         results[ckpt] = res
         print(f"{ckpt} ({args.split}):")
-        if not grounds:
-            print("  not trained on the relation task (see --as-relation-model)")
-            continue
-        pi = res["present_in"]
-        print(f"  MNRE present_in: precision {pi['precision']:.1f} recall {pi['recall']:.1f}")
+        if decodes:
+            pi = res["present_in"]
+            print(f"  MNRE present_in: precision {pi['precision']:.1f} recall {pi['recall']:.1f}")
         pr = res["presence"]
-        auc = "n/a" if pr["auc"] is None else f"{pr['auc']:.3f}"
-        print(f"  MNRE present vs absent ({pr['present']} / {pr['absent']} names): AUC {auc}, "
-              f"greedy {pr['greedy_accuracy']:.1f}% right (base rate {pr['base_rate']:.1f}%)")
+        print(f"  MNRE present vs absent ({pr['present']} / {pr['absent']} names): grounding head "
+              f"AUC {fmt(pr['head_auc'])}; relation decoder AUC {fmt(pr['auc'])}, greedy "
+              f"{pr['greedy_accuracy']:.1f}% right (base rate {pr['base_rate']:.1f}%)")
+        if not grounds:
+            print("  its grounding head was never trained: no grounded links")
+            continue
         for rule, cells in res["links"].items():
-            print(f"  {rule:8s} links: " + " | ".join(
+            print(f"  {rule:13s} links: " + " | ".join(
                 f"{c.replace('_', ' ')} P {v['p']:.1f} R {v['r']:.1f} "
                 f"F1 {v['f1']:.1f}" for c, v in cells.items()))
     return results

@@ -12,8 +12,9 @@ head names of the training and scored pairs), binary cross-entropy on the asked 
 entries only; AdamW lr 2e-3, weight decay 0.05, batch 32 pictures, pictures mirrored inside their own
 width with probability 1/2, the 64 px letterbox of tensors.load_image. Every --eval-every steps and
 on the last one it prints the ROC AUC of the name's logit over present vs absent --split pairs; with
---checkpoint, the model's AUC (grounding.presence_auc, teacher-forced margin) on the same pairs
-beside it, after checking that it counted the same present and absent pairs.
+--checkpoint, the model's on the same pairs beside it (grounding.presence_auc: its grounding head's,
+and its relation decoder's teacher-forced margin), after checking that it counted the same present
+and absent pairs.
 
 What this file does not do: change the product, or tune anything (its settings are the issue's).
 """
@@ -40,20 +41,11 @@ import tensors  # noqa: E402
 import vision_ceiling  # noqa: E402
 from toy import DEFAULT_DATA, ensure_data  # noqa: E402
 
-PRESENT = S.REL_TOKENS["/per/misc/present_in"]
-
-
 def presence_pairs(ex: S.RelationExample) -> list[tuple[str, bool]]:
-    """(name, in the picture?) for each question of ``ex`` that places its head against a figure:
-    the decision grounding.presence_auc scores, read off the same targets."""
-    out = []
-    for q in tasks.relation_examples(ex):
-        at = grounding.decision_position(q.target)
-        if at is None:
-            continue
-        head = q.target[at + 2:q.target.index(S.TAIL, at)]  # label, <head>, name [<occK>], <tail>
-        out.append((" ".join(t for t in head if t not in S.OCC_TOKENS.values()), q.target[at] == PRESENT))
-    return out
+    """(name, in the picture?) for each question of ``ex`` with a grounding target (tasks.present_label):
+    the pairs grounding.presence_auc scores."""
+    return [(" ".join(q.grounding[0][0]), q.present)
+            for q in tasks.relation_examples(ex) if q.present is not None]
 
 
 class PairSet:
@@ -97,10 +89,6 @@ def cnn(n_out: int) -> nn.Sequential:
     return nn.Sequential(*layers[:-1], nn.Linear(layers[-1].in_features, n_out))
 
 
-def fmt(auc: float | None) -> str:
-    return "n/a" if auc is None else f"{auc:.3f}"
-
-
 @torch.no_grad()
 def auc(net: nn.Module, pairs: PairSet) -> float | None:
     net.eval()
@@ -132,7 +120,7 @@ def train(train_set: PairSet, dev_set: PairSet, steps: int, eval_every: int, see
         opt.step()
         if step % eval_every == 0 or step == steps:
             curve[step] = auc(net, dev_set)
-            print(f"step {step:5d} | loss {loss.item():.4f} | dev AUC {fmt(curve[step])} | "
+            print(f"step {step:5d} | loss {loss.item():.4f} | dev AUC {grounding.fmt(curve[step])} | "
                   f"{time.time() - t0:.0f} s", flush=True)
     return net.eval(), curve
 
@@ -166,9 +154,11 @@ def main(argv=None) -> dict:
         model = rmpl.RMPL.load(args.checkpoint)
         out["model"] = grounding.presence_auc(model, evaluated)
         assert (out["model"]["present"], out["model"]["absent"]) == (dp, da), "not the same pairs"
-    cells = [f"CNN after {s} steps {fmt(a)}" for s, a in curve.items()]
+    cells = [f"CNN after {s} steps {grounding.fmt(a)}" for s, a in curve.items()]
     if "model" in out:
-        cells.append(f"model {args.checkpoint} {fmt(out['model']['auc'])}")
+        m = out["model"]
+        cells.append(f"model {args.checkpoint}: grounding head {grounding.fmt(m['head_auc'])}, "
+                     f"relation decoder {grounding.fmt(m['auc'])}")
     print(f"{args.split} present vs absent AUC ({dp} / {da} pairs): " + " | ".join(cells)
           + f" ({out['wall_s']:.0f} s of training)")
     if args.json:

@@ -250,7 +250,7 @@ def test_grounded_links_on_a_model_without_the_relation_task_is_one_clear_line(w
         rmpl.main(["--checkpoint", str(out / "stage1"), "--data", str(world), "--links", "grounded"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: links='grounded' needs a model whose last stage trained the relation task")
+    assert err.startswith("error: links='grounded' needs a model whose grounding head was trained")
 
 
 @pytest.mark.parametrize("command", [["evaluate.py", "--by-type"], ["-m", "toy.tools", "stats"]])

@@ -9,28 +9,26 @@ import tasks
 from schema import Argument, Box, Image, ImageEvent, Sentence, Span, TextEvent
 
 
-ANNA, BOX = Span(0, 1), Box(0, 0, 4, 8)
-PRESENT = S.Relation(rmpl.PRESENT_IN, ANNA, BOX)
-ELSEWHERE = S.Relation("None", ANNA, BOX)          # "Anna is not that figure"
+ANNA, NAN = Span(0, 1), float("nan")
 
 
-@pytest.mark.parametrize("participants, relations, linked", [
-    ([ANNA], [PRESENT], True),                          # a true pair: the participant is in the image
-    ([ANNA], [ELSEWHERE], False),                       # a decoy: same type, the participant is not there
-    ([ANNA], [ELSEWHERE, PRESENT], True),               # one figure is not Anna, another is
-    ([Span(0, 2)], [PRESENT], True),                    # an argument span covering the name
-    ([ANNA, Span(3, 4)], [ELSEWHERE, S.Relation(rmpl.PRESENT_IN, Span(3, 4), BOX)], True),
-    ([ANNA], [S.Relation(rmpl.PRESENT_IN, Span(5, 6), BOX), ELSEWHERE], False),  # a bystander is there
-    ([ANNA], [S.Relation("/per/per/couple", ANNA, Span(2, 3))], True),  # nothing said about figures
-    ([ANNA], [], True),                                 # nothing grounded: the type decides
-    ([], [S.Relation("None", Span(2, 3), BOX)], True),  # no participant to ground
+@pytest.mark.parametrize("presence, linked", [
+    ([0.9], True),        # a true pair: the participant is in the image
+    ([0.1], False),       # a decoy: same type, the participant is not there
+    ([0.1, 0.7], True),   # one participant of two is there
+    ([0.5], True),        # the threshold itself counts as there
+    ([0.49, 0.2], False),
+    ([], True),           # no participant to ask about: the type decides
+    ([NAN], True),        # a name the head was not trained on: the type decides
+    ([NAN, 0.1], False),  # the one it knows is not there
+    ([NAN, 0.9], True),
 ])
-def test_grounded_link_rule_known_answers(participants, relations, linked):
-    assert rmpl.grounded(participants, relations) is linked
+def test_grounded_link_rule_known_answers(presence, linked):
+    assert rmpl.grounded(presence, threshold=0.5) is linked
 
 
 def test_links_same_document_same_type_then_grounded():
-    """Candidates are same-document, same-type pairs; the grounded rule asks the relation task about
+    """Candidates are same-document, same-type pairs; the grounded rule asks the grounding head about
     each participant of the sentence's event in each candidate image, and drops the decoy (A_8 shows
     an Attack without Anna)."""
     words = ("Anna", "attacked", "Ben")
@@ -43,8 +41,7 @@ def test_links_same_document_same_type_then_grounded():
     pics = {"A_7": [ImageEvent("Conflict:Attack")], "A_8": [ImageEvent("Conflict:Attack")],
             "B_7": [ImageEvent("Conflict:Attack")]}
     prompt = (S.TASK_TOKENS["relation"], "<head>", "Anna", "<sep>", *words)  # about the Attacker
-    answers = {("relation", prompt, "A_7.png"): S.linearise([PRESENT], words, (8, 8)),
-               ("relation", prompt, "A_8.png"): S.linearise([ELSEWHERE], words, (8, 8))}
+    answers = {("relation", prompt, "A_7.png"): 0.9, ("relation", prompt, "A_8.png"): 0.2}
     extractor, asked = stub_extractor(answers, tasks=tasks.STAGE_TASKS[2] + ("relation",))
     extractor.links = "type"
     assert extractor._links(sents, images, text, pics) == [
@@ -55,11 +52,10 @@ def test_links_same_document_same_type_then_grounded():
     assert sorted(asked) == sorted(answers)
 
 
-def test_grounded_links_need_the_relation_task():
-    with pytest.raises(ValueError, match="needs a model whose last stage trained the relation task"):
-        stub_extractor({}, tasks=tasks.STAGE_TASKS[2], links="grounded")
-    with pytest.raises(ValueError, match="links='nearest'"):
-        stub_extractor({}, links="nearest")
+def test_grounded_links_need_a_trained_grounding_head():
+    with pytest.raises(ValueError, match="needs a model whose grounding head was trained"):
+        stub_extractor({}, grounding_targets=0, links="grounded")
+    stub_extractor({}, grounding_targets=3, tasks=tasks.STAGE_TASKS[2], links="grounded")  # stage 2 alone is fine
 
 
 def test_allowed_mask_is_schema_eos_and_prompt():
@@ -128,8 +124,9 @@ EXPECTED_LINES = [
 ]
 
 
-def stub_extractor(answers, **kw):
-    """An RMPL whose decoder is a lookup table; `asked` records every example it was given."""
+def stub_extractor(answers, grounding_targets=1, **kw):
+    """An RMPL whose decoder and grounding head are lookup tables; `asked` records every example it was
+    given."""
     class Tok:  # what RMPL.__init__ reads
         bos_id, eos_id, pad_id = 2, 3, 0
 
@@ -139,6 +136,7 @@ def stub_extractor(answers, **kw):
 
     class Net(torch.nn.Module):
         cfg = type("Cfg", (), {"vocab_size": 4 + len(S.SPECIAL_TOKENS)})
+        grounding = type("Grounding", (), {"targets_seen": torch.tensor(grounding_targets)})
 
     extractor, asked = rmpl.RMPL(Net(), Tok(), **kw), []
     extractor.biases = {}  # task -> the eos_bias it was decoded with
@@ -149,7 +147,12 @@ def stub_extractor(answers, **kw):
         extractor.biases.update({e.task: eos_bias for e in examples})
         return [list(answers[k]) for k in keys]
 
-    extractor.run = run
+    def presence(questions):  # the grounding head: a probability per question
+        keys = [(e.task, tuple(e.prompt), e.image) for e in questions]
+        asked.extend(keys)
+        return [answers[k] for k in keys]
+
+    extractor.run, extractor.presence = run, presence
     return extractor, asked
 
 

@@ -4,7 +4,6 @@ import warnings
 import pytest
 import torch
 
-import rmpl
 import schema as S
 import tasks
 from schema import Argument, Box, Image, ImageEvent, Sentence, Span, TextEvent
@@ -57,8 +56,8 @@ def test_relation_examples_ask_about_one_entity_each():
     words = ("Ben", "and", "Anna", "smile")
     img = Image("m", (64, 64), path="m.png")
     ben, anna = Span(0, 1), Span(2, 3)
-    rels = (S.Relation(rmpl.PRESENT_IN, anna, Box(0, 0, 32, 64)), S.Relation("/per/per/couple", ben, anna),
-            S.Relation("None", anna, Box(32, 0, 64, 64)), S.Relation(rmpl.PRESENT_IN, ben, Box(32, 0, 64, 64)))
+    rels = (S.Relation(tasks.PRESENT_IN, anna, Box(0, 0, 32, 64)), S.Relation("/per/per/couple", ben, anna),
+            S.Relation("None", anna, Box(32, 0, 64, 64)), S.Relation(tasks.PRESENT_IN, ben, Box(32, 0, 64, 64)))
     about_ben, about_anna = tasks.relation_examples(S.RelationExample("r-0", words, rels, img))
     rel = S.TASK_TOKENS["relation"]
     assert about_ben.prompt == [rel, "<head>", "Ben", "<sep>", *words] and about_ben.image == "m.png"
@@ -66,6 +65,39 @@ def test_relation_examples_ask_about_one_entity_each():
     # reading order: tail spans before tail boxes, boxes left to right
     assert S.parse(about_ben.target, words, (64, 64)) == [rels[1], rels[3]]
     assert S.parse(about_anna.target, words, (64, 64)) == [rels[0], rels[2]]
+
+
+def test_the_grounding_target_is_the_first_relation_to_a_figure():
+    words = ("Ben", "and", "Anna", "smile")
+    img, left, right = Image("m", (64, 64), path="m.png"), Box(0, 0, 32, 64), Box(32, 0, 64, 64)
+    ben, anna = Span(0, 1), Span(2, 3)
+    couple = S.Relation("/per/per/couple", ben, anna)
+    asked = lambda *rels, image=img: [q.present for q in tasks.relation_examples(
+        S.RelationExample("r-0", words, rels, image))]
+    assert asked(S.Relation(tasks.PRESENT_IN, anna, left), S.Relation("None", anna, right)) == [True]
+    assert asked(S.Relation("None", anna, right)) == [False]  # placed against someone else only
+    assert asked(couple) == [None]                          # no figure: the target does not say
+    assert asked(couple, S.Relation("None", ben, left)) == [False]
+    assert asked(couple, image=None) == [None]              # no picture
+    # the label the teacher-forced probe reads at the same place
+    q, = tasks.relation_examples(S.RelationExample("r-0", words, (S.Relation("None", anna, right),), img))
+    assert q.target[0] == S.REL_TOKENS["None"]
+
+
+def test_a_placed_question_grounds_every_placed_name_of_its_sentence():
+    words = ("Ben", "and", "Anna", "and", "Cleo", "smile")
+    img, left, right = Image("m", (64, 64), path="m.png"), Box(0, 0, 32, 64), Box(32, 0, 64, 64)
+    ben, anna, cleo = Span(0, 1), Span(2, 3), Span(4, 5)
+    rels = (S.Relation(tasks.PRESENT_IN, anna, left), S.Relation("None", ben, right),
+            S.Relation("/per/per/couple", cleo, anna), S.Relation(tasks.PRESENT_IN, right, ben))
+    about_ben, about_anna, about_cleo, about_box = tasks.relation_examples(S.RelationExample("r-0", words, rels, img))
+    assert about_ben.grounding == [(("Ben",), False), (("Anna",), True)]
+    assert about_anna.grounding == [(("Anna",), True), (("Ben",), False)]
+    assert about_cleo.grounding == [(("Cleo",), None)]  # not placed: asked at inference, trains nothing
+    assert about_box.grounding == [] and about_box.present is None  # a box is no name
+    q = tasks.relation_query("s", words, img, cleo)  # what the grounded link rule asks
+    assert q.grounding == [(("Cleo",), None)]
+    assert tasks.relation_query("s", words, None, cleo).grounding == []  # no picture
 
 
 def test_build_tasks_skips_what_the_schema_cannot_write():

@@ -242,7 +242,8 @@ def test_encode_and_collate(tmp_path):
                     "<loc_2>", "<loc_3>", "<loc_4>"], image=str(tmp_path / "i.png"), size=(40, 20))
     enc = [encode_example(ex, t, 8) for ex in (text, image)]
     batch = collate(enc, t.pad_id)
-    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids"}
+    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids", "name_ids", "present"}
+    assert batch["present"].isnan().all() and (batch["name_ids"] == PAD_ID).all()  # no relation question
     n_in, n_tgt = len(t.encode(text.prompt)), len(t.encode(text.target)) + 1
     assert batch["input_ids"].shape == (2, max(n_in, 2)) and batch["input_ids"].dtype == torch.long
     assert batch["target_ids"].shape == (2, max(n_tgt, 7)) and batch["target_ids"].dtype == torch.long
@@ -254,6 +255,22 @@ def test_encode_and_collate(tmp_path):
     assert (batch["images"][0] == 0).all() and (batch["images"][1, :, :4] != 0).all()  # 40x20 -> 8x4 at top
     assert batch["has_image"].tolist() == [False, True] and batch["has_image"].dtype == torch.bool
     assert batch["task_ids"].tolist() == [schema.TASKS.index("text_event"), schema.TASKS.index("image_event")]
+
+
+def test_the_grounding_names_are_padded_to_the_batch(tmp_path):
+    """(B, K, P): each example's names in order, pad-padded to the batch's most names and longest name; present
+    1 / 0 where the answer is known, NaN elsewhere (no name, or an unknown answer)."""
+    PILImage.new("RGB", (8, 8)).save(tmp_path / "i.png")
+    t = tok()
+    ask = lambda *grounding: Example("relation", ["<task:relation>"], [], image=str(tmp_path / "i.png"),
+                                     grounding=list(grounding))
+    examples = [ask((("rebels",), True), (("the", "rebels", "Aleppo"), False)), ask((("Aleppo",), None)), ask()]
+    batch = collate([encode_example(ex, t, 8) for ex in examples], t.pad_id)
+    a, b = t.encode(["rebels"]), t.encode(["the", "rebels", "Aleppo"])
+    P = len(b)
+    row = lambda ids: ids + [PAD_ID] * (P - len(ids))
+    assert batch["name_ids"].tolist() == [[row(a), row(b)], [row(t.encode(["Aleppo"])), row([])], [row([]), row([])]]
+    assert batch["present"][0].tolist() == [1.0, 0.0] and batch["present"][1:].isnan().all()
 
 
 def test_truncation_is_counted():

@@ -245,7 +245,7 @@ def test_sigkill_while_saving_leaves_a_whole_checkpoint(tmp_path):
                                                "committed" if (pending / "COMMITTED").exists() else "uncommitted"))
         RunDir(run).finish_checkpoint()
         weights = {k: t for k, t in load_file(run / "model.safetensors").items()
-                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "targets_seen"))}
+                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "targets_seen", "known"))}
         values = {float(v) for t in weights.values() for v in t.unique()}
         assert len(values) == 1, f"attempt {attempt}: weights of several checkpoints mixed: {sorted(values)[:5]}"
         weights_step = int(values.pop())

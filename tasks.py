@@ -154,8 +154,9 @@ def relation_examples(ex: S.RelationExample) -> list[Example]:
            for head, rels in by_head.items()]
     placed = {}  # name words -> in the picture?, for each entity the target places
     for head, rels in by_head.items():
-        if img and isinstance(head, S.Span) and present_label(rels) is not None:
-            placed[ex.words[head.start:head.end]] = present_label(rels)
+        label = present_label(rels) if img and isinstance(head, S.Span) else None
+        if label is not None:
+            placed[ex.words[head.start:head.end]] = label
     for q, head in zip(out, by_head):
         own = ex.words[head.start:head.end] if isinstance(head, S.Span) else None
         if own in placed:

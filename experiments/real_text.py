@@ -5,6 +5,7 @@
     python experiments/real_text.py run                                      # all five splits, then the table
     python experiments/real_text.py baseline                                 # the trigger-word baseline, 5 splits
     python experiments/real_text.py errors --gold DIR --pred FILE            # what the model writes per gold event
+    python experiments/real_text.py triggers --data DIR                      # what a word-level rule can know of dev
 
 ``build`` turns the M2E2 text annotations and one TextEE split (``m2e2_split{k}/{train,dev,test}.txt``, sentence
 ids) into a train.py ``--data`` directory:
@@ -205,9 +206,9 @@ def run(args) -> dict:
 
 
 # ----------------------------------------------------------------------------- the baseline
-def trigger_table(records: list[dict], min_rate: float = 0.5) -> dict[tuple, str]:
-    """Train sentences -> {lower-cased trigger phrase: its most frequent type}, for phrases that are a trigger in at
-    least ``min_rate`` of their occurrences (ties: the type first in sorted order)."""
+def trigger_counts(records: list[dict]) -> tuple[dict[tuple, Counter], Counter]:
+    """Sentences -> ({lower-cased trigger phrase: Counter of its types}, Counter of how often each
+    such phrase occurs in the sentences, as a trigger or not)."""
     types = defaultdict(Counter)
     for r in records:
         words = [w.lower() for w in r["words"]]
@@ -217,8 +218,33 @@ def trigger_table(records: list[dict], min_rate: float = 0.5) -> dict[tuple, str
     for r in records:
         words = [w.lower() for w in r["words"]]
         seen.update(tuple(words[i:i + n]) for n in lengths for i in range(len(words) - n + 1))
+    return types, seen
+
+
+def trigger_table(records: list[dict], min_rate: float = 0.5) -> dict[tuple, str]:
+    """Train sentences -> {lower-cased trigger phrase: its most frequent type}, for phrases that are a trigger in at
+    least ``min_rate`` of their occurrences (ties: the type first in sorted order)."""
+    types, seen = trigger_counts(records)
     return {p: min(c, key=lambda t: (-c[t], t)) for p, c in types.items()
             if sum(c.values()) >= min_rate * seen[p]}
+
+
+def trigger_coverage(train: list[dict], dev: list[dict]) -> dict:
+    """What a word-level rule can know of dev's gold triggers: each by how often its phrase is a trigger in train
+    (never; in at least 1/2 of its train occurrences; 1/5 to 1/2; under 1/5), and how many of dev's occurrences of
+    its trigger phrases are triggers there (annotation is sparse: the rest decides context)."""
+    types, seen = trigger_counts(train)
+    dev_types, dev_seen = trigger_counts(dev)
+    out = Counter()
+    for phrase, c in dev_types.items():
+        rate = sum(types[phrase].values()) / seen[phrase] if phrase in types else None
+        key = ("never a train trigger" if rate is None else "train rate >= 1/2" if rate >= 0.5
+               else "train rate 1/5 - 1/2" if rate >= 0.2 else "train rate < 1/5")
+        out["dev triggers: " + key] += sum(c.values())
+        out["dev triggers: same type in train"] += sum(n for t, n in c.items() if types.get(phrase, Counter())[t])
+    out["dev triggers"] = sum(sum(c.values()) for c in dev_types.values())
+    out["dev occurrences of those phrases"] = sum(dev_seen[p] for p in dev_types)
+    return dict(sorted(out.items()))
 
 
 def apply_table(table: dict[tuple, str], record: dict) -> list[dict]:
@@ -318,6 +344,8 @@ def parse_args(argv=None):
     q = sub.add_parser("errors", help="count what a prediction file writes for each gold text event")
     q.add_argument("--gold", required=True, help="a m2e2/{dev,test} directory that build wrote")
     q.add_argument("--pred", required=True, help="rmpl.py's --pred-out file")
+    q = sub.add_parser("triggers", help="what a word-level rule can know of dev's triggers (real_text.md, g)")
+    q.add_argument("--data", required=True, help="a directory that build wrote")
     for name in ("build", "run", "baseline"):
         q = sub.add_parser(name)
         q.add_argument("--m2e2", default=str(SHARED / "m2e2"), help="the official M2E2 annotation files")
@@ -354,6 +382,11 @@ def main(argv=None):
         gold = json.loads(Path(args.gold, TEXT_FILE).read_text())
         lines = [json.loads(line) for line in Path(args.pred).read_text().splitlines() if line.strip()]
         counts = mention_errors(gold, lines)
+        print(json.dumps(counts, indent=1))
+        return counts
+    if args.command == "triggers":
+        read = lambda split: json.loads(Path(args.data, "ace", f"{split}.json").read_text())
+        counts = trigger_coverage(read("train"), read("dev"))
         print(json.dumps(counts, indent=1))
         return counts
     if not Path(args.m2e2, TEXT_FILE).is_file():

@@ -101,6 +101,23 @@ def test_trigger_table_keeps_frequent_triggers_with_their_majority_type():
                       {"event_type": "Conflict:Attack", "trigger": {"start": 7, "end": 8}, "arguments": []}]
 
 
+def test_trigger_coverage_known_answers():
+    train_recs = [_rec("troops attacked the town", [("Conflict:Attack", 1, 2)]),
+                  _rec("critics attacked the plan"),  # attacked: 1 of 2 -> rate >= 1/2
+                  _rec("they met in Paris", [("Contact:Meet", 1, 2)]),
+                  _rec("he met her"), _rec("we met"), _rec("met again"), _rec("I met him"),
+                  _rec("a man died", [("Life:Die", 2, 3)])]  # met: 1 of 5 -> 1/5 - 1/2
+    dev_recs = [_rec("rebels attacked a base", [("Conflict:Attack", 1, 2)]),
+                _rec("we met them", [("Contact:Meet", 1, 2)]),
+                _rec("they met", [("Contact:Phone-Write", 1, 2)]),  # seen phrase, another type
+                _rec("he met nobody"),
+                _rec("police fired", [("Conflict:Attack", 1, 2)])]  # never a train trigger
+    assert real_text.trigger_coverage(train_recs, dev_recs) == {
+        "dev occurrences of those phrases": 5, "dev triggers": 4, "dev triggers: never a train trigger": 1,
+        "dev triggers: same type in train": 2, "dev triggers: train rate 1/5 - 1/2": 2,
+        "dev triggers: train rate >= 1/2": 1}
+
+
 def test_mention_errors_known_answers():
     gold = [_rec("troops attacked and killed him", [("Conflict:Attack", 1, 2), ("Life:Die", 3, 4)]),
             _rec("a man died", [("Life:Die", 2, 3)]),

@@ -385,6 +385,8 @@ def main(argv=None):
         print(json.dumps(counts, indent=1))
         return counts
     if args.command == "triggers":
+        if not Path(args.data, "ace", "train.json").is_file():
+            sys.exit(f"real_text.py: no ace/train.json in {args.data} (a directory that build writes)")
         read = lambda split: json.loads(Path(args.data, "ace", f"{split}.json").read_text())
         counts = trigger_coverage(read("train"), read("dev"))
         print(json.dumps(counts, indent=1))

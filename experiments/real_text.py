@@ -237,11 +237,12 @@ def trigger_coverage(train: list[dict], dev: list[dict]) -> dict:
     dev_types, dev_seen = trigger_counts(dev)
     out = Counter()
     for phrase, c in dev_types.items():
-        rate = sum(types[phrase].values()) / seen[phrase] if phrase in types else None
+        known = types.get(phrase, Counter())  # its types in train; empty: never a train trigger
+        rate = sum(known.values()) / seen[phrase] if known else None
         key = ("never a train trigger" if rate is None else "train rate >= 1/2" if rate >= 0.5
                else "train rate 1/5 - 1/2" if rate >= 0.2 else "train rate < 1/5")
         out["dev triggers: " + key] += sum(c.values())
-        out["dev triggers: same type in train"] += sum(n for t, n in c.items() if types.get(phrase, Counter())[t])
+        out["dev triggers: same type in train"] += sum(n for t, n in c.items() if known[t])
     out["dev triggers"] = sum(sum(c.values()) for c in dev_types.values())
     out["dev occurrences of those phrases"] = sum(dev_seen[p] for p in dev_types)
     return dict(sorted(out.items()))

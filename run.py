@@ -124,12 +124,27 @@ def _base_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _check_keys(path, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    missing = _by_module(set(expected) - set(got), expected)
+    unexpected = _by_module(set(got) - set(expected), got)
     shapes = [f"{k}: file {tuple(got[k].shape)}, model {tuple(expected[k].shape)}"
               for k in sorted(set(got) & set(expected)) if got[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
+        whole = any(k.endswith(" keys)") for k in missing + unexpected)
         raise CheckpointError(f"{path}: missing keys {missing}; unexpected keys {unexpected}; "
-                              f"wrong shapes {shapes}")
+                              f"wrong shapes {shapes}" + ("; a whole module differs: the file was "
+                              "written by another version of the network" if whole else ""))
+
+
+def _by_module(keys: set[str], state: dict) -> list[str]:
+    """Sorted keys, where every key of a top-level module is among them named once as
+    ``module.* (all N keys)``: a file from before a module existed names one thing, not dozens."""
+    top = lambda k: k.split(".")[0]
+    out = []
+    for module in sorted({top(k) for k in keys}):
+        mine = sorted(k for k in keys if top(k) == module)
+        whole = len(mine) > 1 and len(mine) == sum(top(k) == module for k in state)
+        out += [f"{module}.* (all {len(mine)} keys)"] if whole else mine
+    return out
 
 
 def weights_hash(model: nn.Module) -> str:

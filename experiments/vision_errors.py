@@ -11,6 +11,11 @@
 2. Gold event types given (the image_argument pass alone, prompted with each gold event's type):
    the same buckets without *type missed*, the IoU quartiles of the best same-role box per gold
    argument, and the gold boxes' median shorter side at 64 px.
+3. End to end again, split by how many gold boxes the (event, role) has: one, or several (a group of
+   marchers, two targets). SWiG annotates a plural role with one box around the group (so does the toy
+   world's SWiG), M2E2's gold has one box per figure: a model trained on SWiG writes one wide box there.
+   Of the boxes off for a one-box role, how many sit on another gold argument's box (IoU >= 0.5: the
+   right figures, roles swapped, e.g. a mirrored scene read the wrong way round).
 
 What this file does not do: change the product, or tune anything.
 """
@@ -66,6 +71,31 @@ def buckets(gold_events, pred_events) -> tuple[Counter, list[float], int]:
     return out, ious, spurious
 
 
+def by_role_size(images, pred) -> dict:
+    """Section 3 of the module docstring: bucket counts for one-box and several-box gold roles, and
+    the one-box roles' off boxes that lie on another gold argument."""
+    out, swapped = {"one box": Counter(), "several": Counter()}, 0
+    for img in images:
+        every = [a for g in img.events for a in g.arguments]
+        for g in img.events:
+            for role, n in Counter(a.role for a in g.arguments).items():
+                keep = lambda e: S.ImageEvent(e.event_type, tuple(a for a in e.arguments if a.role == role))
+                c, _, _ = buckets([keep(g)], [keep(p) for p in pred.images[img.id]])
+                out["one box" if n == 1 else "several"] += c
+                gold = next(a for a in g.arguments if a.role == role)
+                mine = [a for p in pred.images[img.id] if p.event_type == g.event_type
+                        for a in p.arguments if a.role == role]
+                if n == 1 and c["box off"]:
+                    swapped += any(evaluate.iou(box(a.target), box(o.target)) >= 0.5
+                                   for a in mine for o in every if o is not gold)
+    for name, c in out.items():
+        total = sum(c.values())
+        print(f"{name}: {total} gold arguments, matched {c['matched']} ({100 * c['matched'] / max(total, 1):.0f}%), "
+              + ", ".join(f"{k} {v}" for k, v in c.most_common() if k != "matched"))
+    print(f"  one-box roles with the box off on another gold argument's box: {swapped}")
+    return {**{k: dict(v) for k, v in out.items()}, "off_on_another_argument": swapped}
+
+
 def given_types(model: rmpl.RMPL, images: list[S.Image]) -> list[tuple[S.Image, S.ImageEvent, S.ImageEvent]]:
     """(image, gold event, the model's event) for each gold event, the image_argument pass prompted
     with the gold event's type (the model's first event of that pass, or none of its arguments)."""
@@ -116,6 +146,7 @@ def main(argv=None) -> dict:
                   for a in e.arguments]
     out["gold_types"] = summarise("gold types given", total, ious, spurious, n_pred)
     print(f"  gold box shorter side at 64 px: median {statistics.median(sides):.1f}")
+    out["by_role_size"] = by_role_size(images, pred)
     print(json.dumps(out))
     return out
 

@@ -190,3 +190,17 @@ def test_box_ceiling_trains_and_scores_the_gold_arguments(tmp_path):
                             "--json", str(tmp_path / "b.json")])
     assert 0 <= out["cnn"]["matched"] <= 100 and out["cnn"]["gold"] > 0 and set(out["curve"]) == {2, 3}
     assert json.loads((tmp_path / "b.json").read_text())["steps"] == 3
+
+
+def test_plural_bound_known_answer():
+    """One role with one box, one with three: gold 4, one-box roles 1, several-box roles 1, so one
+    box per role is 2 predictions; group boxes match 1 (F1 200 / 6), one figure each matches 2."""
+    import vision_errors
+    import schema as S
+    box = S.Box(0, 0, 10, 10)
+    event = S.ImageEvent("Conflict:Demonstrate", (S.Argument("Police", box),
+                                                  *(S.Argument("Entity", box) for _ in range(3))))
+    image = S.Image("i", (64, 64), (event,))
+    out = vision_errors.plural_bound([image])
+    assert out == {"gold": 4, "in_several_box_roles": 3, "several_box_roles": 1,
+                   "f1_group_boxes": 33.3, "f1_one_figure_each": 66.7}

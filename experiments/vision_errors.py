@@ -15,7 +15,10 @@
    marchers, two targets). SWiG annotates a plural role with one box around the group (so does the toy
    world's SWiG), M2E2's gold has one box per figure: a model trained on SWiG writes one wide box there.
    Of the boxes off for a one-box role, how many sit on another gold argument's box (IoU >= 0.5: the
-   right figures, roles swapped, e.g. a mirrored scene read the wrong way round).
+   right figures, roles swapped, e.g. a mirrored scene read the wrong way round). Printed first, from the
+   gold alone (``--gold-only`` stops there, no checkpoint needed): how many gold arguments are in
+   several-box roles, and the F1 a model would reach with every one-box role right and one box per
+   several-box role that matches none of its figures (SWiG's group box), or one of them.
 
 What this file does not do: change the product, or tune anything.
 """
@@ -96,6 +99,19 @@ def by_role_size(images, pred) -> dict:
     return {**{k: dict(v) for k, v in out.items()}, "off_on_another_argument": swapped}
 
 
+def plural_bound(images) -> dict:
+    """Section 3's gold-only figures: arguments in several-box roles and the two F1 bounds."""
+    sizes = [n for img in images for g in img.events for n in Counter(a.role for a in g.arguments).values()]
+    gold, one, plural = sum(sizes), sizes.count(1), sum(n > 1 for n in sizes)
+    f1 = lambda matched: 200 * matched / (one + plural + gold)  # predicted: one box per role
+    out = {"gold": gold, "in_several_box_roles": gold - one, "several_box_roles": plural,
+           "f1_group_boxes": round(f1(one), 1), "f1_one_figure_each": round(f1(one + plural), 1)}
+    print(f"gold: {gold} image arguments, {gold - one} of them in {plural} roles with several boxes; F1 with every "
+          f"one-box role right and one box per several-box role: {out['f1_group_boxes']} if that box matches "
+          f"none (a group box), {out['f1_one_figure_each']} if it matches one figure")
+    return out
+
+
 def given_types(model: rmpl.RMPL, images: list[S.Image]) -> list[tuple[S.Image, S.ImageEvent, S.ImageEvent]]:
     """(image, gold event, the model's event) for each gold event, the image_argument pass prompted
     with the gold event's type (the model's first event of that pass, or none of its arguments)."""
@@ -125,12 +141,16 @@ def main(argv=None) -> dict:
     p.add_argument("--checkpoint", default="runs/stage2")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--split", default="dev", choices=("dev", "test"))
+    p.add_argument("--gold-only", action="store_true", help="only section 3's gold figures (no checkpoint)")
     args = p.parse_args(argv)
     gold = data.read_m2e2(ensure_data(args.data) / "m2e2" / args.split, images=True)
+    bound = plural_bound(list(gold.images.values()))
+    if args.gold_only:
+        return {"plural_bound": bound}
     model = rmpl.RMPL.load(args.checkpoint)
     images = list(gold.images.values())
     pred = model.predict([], images)
-    out = {}
+    out = {"plural_bound": bound}
     total, ious, spurious, n_pred = Counter(), [], 0, 0
     for img in images:
         c, v, s = buckets(img.events, pred.images[img.id])

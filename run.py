@@ -129,21 +129,20 @@ def _check_keys(path, expected: dict[str, torch.Tensor], got: dict[str, torch.Te
     shapes = [f"{k}: file {tuple(got[k].shape)}, model {tuple(expected[k].shape)}"
               for k in sorted(set(got) & set(expected)) if got[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
-        whole = any(k.endswith(" keys)") for k in missing + unexpected)
         raise CheckpointError(f"{path}: missing keys {missing}; unexpected keys {unexpected}; "
-                              f"wrong shapes {shapes}" + ("; a whole module differs: the file was "
-                              "written by another version of the network" if whole else ""))
+                              f"wrong shapes {shapes}")
 
 
 def _by_module(keys: set[str], state: dict) -> list[str]:
     """Sorted keys, where every key of a top-level module is among them named once as
-    ``module.* (all N keys)``: a file from before a module existed names one thing, not dozens."""
+    ``module.* (the whole module, N keys)``: a file from before a module existed (another version of
+    the network) names one thing, not dozens."""
     top = lambda k: k.split(".")[0]
     out = []
     for module in sorted({top(k) for k in keys}):
         mine = sorted(k for k in keys if top(k) == module)
         whole = len(mine) > 1 and len(mine) == sum(top(k) == module for k in state)
-        out += [f"{module}.* (all {len(mine)} keys)"] if whole else mine
+        out += [f"{module}.* (the whole module, {len(mine)} keys)"] if whole else mine
     return out
 
 

@@ -393,11 +393,11 @@ class Seq2Seq(nn.Module):
                              reduction="none").view(B, L).sum(1)              # 0 at pad positions
         targets = grounding_targets(batch)                                  # (B, K) bool
         if targets.any():
-            scores = self.presence(batch)                 # NaN where a name has no pieces
-            if scores[targets].isnan().any():
+            # checked on the ids: the head's own NaN also comes from non-finite weights
+            if not (batch["name_ids"] != self.cfg.pad_id).any(-1)[targets].all():
                 raise ValueError("a grounding target (present) for a name of no pieces")
             bce = F.binary_cross_entropy_with_logits(
-                scores, batch["present"].nan_to_num(), reduction="none")
+                self.presence(batch), batch["present"].nan_to_num(), reduction="none")
             bce = bce.masked_fill(~targets, 0.0)   # NaN where no name or picture: not a target
             ce = ce + bce.sum(1)
             if self.training:

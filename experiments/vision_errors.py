@@ -85,10 +85,10 @@ def by_role_size(images, pred) -> dict:
                 keep = lambda e: S.ImageEvent(e.event_type, tuple(a for a in e.arguments if a.role == role))
                 c, _, _ = buckets([keep(g)], [keep(p) for p in pred.images[img.id]])
                 out["one box" if n == 1 else "several"] += c
-                gold = next(a for a in g.arguments if a.role == role)
-                mine = [a for p in pred.images[img.id] if p.event_type == g.event_type
-                        for a in p.arguments if a.role == role]
                 if n == 1 and c["box off"]:
+                    gold = next(a for a in g.arguments if a.role == role)
+                    mine = [a for p in pred.images[img.id] if p.event_type == g.event_type
+                            for a in p.arguments if a.role == role]
                     swapped += any(evaluate.iou(box(a.target), box(o.target)) >= 0.5
                                    for a in mine for o in every if o is not gold)
     for name, c in out.items():

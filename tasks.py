@@ -33,6 +33,10 @@ task shares the decoder, the span/box vocabulary and the argument slots with the
 argument is a typed relation between an event and an entity, and MNRE teaches entity-to-entity
 relations grounded in both modalities.
 
+A text_event or text_mention example also carries its words' trigger tags (``trigger_tags``), which
+a network with a tagger (train.py --tag-weight) learns beside the target: tag_weight times the mean
+cross-entropy over the words counts as one more prediction of the example (model.Seq2Seq).
+
 What this file does not do: read files (data.py), turn tokens into ids and pictures into tensors
 (tensors.py), define the network (model.py), run the optimiser (train.py), extract events from
 M2E2 documents (rmpl.py).
@@ -76,6 +80,7 @@ class Example:
     size: tuple[int, int] | None = None
     meta: dict = field(default_factory=dict)
     grounding: list[tuple[tuple[str, ...], bool | None]] = field(default_factory=list)
+    word_tags: list[int] | None = None
 
     def __post_init__(self):
         if self.task not in S.TASKS:
@@ -106,15 +111,25 @@ def text_examples(task: str, sent: S.Sentence) -> list[Example]:
         return Example(task, prompt, target,
                                meta={"id": sent.id})  # the id names it in errors
 
-    if task == "text_event":
-        return [example(text_prompt(task, w), S.linearise(sent.events, w))]
-    if task == "text_mention":
-        return [example(text_prompt(task, w),
-                        S.linearise([S.TextEvent(e.event_type, e.trigger)
-                                     for e in sent.events], w))]
+    if task in ("text_event", "text_mention"):
+        events = (sent.events if task == "text_event"
+                  else [S.TextEvent(e.event_type, e.trigger) for e in sent.events])
+        ex = example(text_prompt(task, w), S.linearise(events, w))
+        ex.word_tags = trigger_tags(sent)
+        return [ex]
     if task == "text_argument":
         return [example(argument_prompt(e, w), S.linearise([e], w)) for e in sent.events]
     raise ValueError(f"{task} is not a text task")
+
+
+def trigger_tags(sent: S.Sentence) -> list[int]:
+    """Per word of the sentence: 0 outside every trigger, 1 + k inside a trigger of the k-th event
+    type of schema.EVENT_TYPES (the encoder's trigger tagging, model.Seq2Seq.tagger)."""
+    tags, types = [0] * len(sent.words), list(S.EVENT_TYPES)
+    for e in sent.events:
+        span = range(e.trigger.start, e.trigger.end)
+        tags[span.start:span.stop] = [1 + types.index(e.event_type)] * len(span)
+    return tags
 
 
 def argument_prompt(event: S.TextEvent, words) -> list[str]:

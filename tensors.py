@@ -237,6 +237,7 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
         target_ids = tokenizer.encode(ex.target) + [tokenizer.eos_id]
         names = [torch.tensor(tokenizer.encode(list(name)), dtype=torch.long)
                  for name, _ in ex.grounding]
+        tags = piece_tags(ex, tokenizer, len(input_ids))
     except ValueError as e:
         raise ValueError(f"{ex.task} example {ex.meta}: {e}") from None
     input_cut, target_cut = (max(0, len(input_ids) - max_input_len),
@@ -248,12 +249,27 @@ def encode_example(ex: Example, tokenizer: Tokenizer, image_size: int, max_input
             raise DataError(f"{ex.image}: file is {wh[0]}x{wh[1]} but {ex.task} example {ex.meta} "
                             f"says {ex.size[0]}x{ex.size[1]}: its boxes would be in another frame")
     return {"input_ids": torch.tensor(input_ids[:max_input_len], dtype=torch.long),
+            "tags": torch.tensor(tags[:max_input_len], dtype=torch.long),
             "target_ids": torch.tensor(target_ids[:max_target_len], dtype=torch.long),
             "image": image, "has_image": ex.image is not None, "task_id": TASKS.index(ex.task),
             "names": names, "present": [float("nan") if p is None else float(p)
                                         for _, p in ex.grounding],
             "input_cut": input_cut, "target_cut": target_cut,
             "bins_wide": _bins_wide(ex.size) if ex.image is not None and ex.size else 0}
+
+
+def piece_tags(ex: Example, tokenizer: Tokenizer, n_ids: int) -> list[int]:
+    """The prompt's word tags (tasks.Example.word_tags) per id: each piece of a word gets the
+    word's tag, the ids before the words (task token, separator) -1, as every id of a prompt
+    without tags."""
+    if ex.word_tags is None:
+        return [-1] * n_ids
+    cut = len(ex.prompt) - len(ex.word_tags)
+    head = len(tokenizer.encode(ex.prompt[:cut]))
+    tags = [t for w, t in zip(ex.prompt[cut:], ex.word_tags) for _ in tokenizer.encode([w])]
+    if head + len(tags) != n_ids:  # words encoded one by one must give the sentence's pieces
+        raise ValueError(f"word tags give {head + len(tags)} ids, the prompt has {n_ids}")
+    return [-1] * head + tags
 
 
 def cuts(encoded: list[dict]) -> Counter:
@@ -270,7 +286,8 @@ def _bins_wide(size: tuple[int, int]) -> int:
 
 def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
     """encode_example outputs -> the batch: exactly input_ids, images, has_image, target_ids,
-    task_ids, and the grounding head's questions: name_ids (B, K, P), each example's names
+    task_ids, tags (B, T) (each id's word tag, tasks.Example.word_tags; -1 where none), and the
+    grounding head's questions: name_ids (B, K, P), each example's names
     (tasks.Example.grounding) padded to the batch's most names K and longest name P, and present
     (B, K), 1 / 0 where the answer is known, NaN elsewhere.
 
@@ -282,6 +299,9 @@ def collate(encoded: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor
             "has_image": torch.tensor([e["has_image"] for e in encoded]),  # (B,) bool
             "target_ids": pad([e["target_ids"] for e in encoded]),         # (B, L) long
             "task_ids": torch.tensor([e["task_id"] for e in encoded], dtype=torch.long),  # (B,)
+            "tags": torch.nn.utils.rnn.pad_sequence(                       # (B, T) long, -1: none
+                [e.get("tags", torch.full(e["input_ids"].shape, -1)) for e in encoded],
+                batch_first=True, padding_value=-1),
             **_grounding(encoded, pad_id)}
 
 

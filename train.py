@@ -94,6 +94,10 @@ class TrainConfig:
     max_text_len: int = knob(128, "prompt positions (stage 1 from scratch only; later stages "
                                   "keep the checkpoint's): longer prompts are cut, and words "
                                   "past the cut can be neither read nor extracted")
+    tag_weight: float = knob(0.0, "weight of the encoder's trigger tagging: an event type (or "
+                                  "none) for each word of a text_event / text_mention prompt, "
+                                  "one more prediction of the sentence (stage 1 from scratch "
+                                  "only; later stages keep the checkpoint's); 0: no tagger")
     log_every: int = knob(50, "steps between log lines")
     eval_every: int = knob(500, "steps between dev evaluations and checkpoints (and the last step)")
     eval_batches: int = knob(4, "dev-loss batches per task at each evaluation (0: no dev loss)")
@@ -112,12 +116,13 @@ PRESETS = {
     1: dict(max_steps=1500, lr=1e-3, lora_rank=0),
     2: dict(max_steps=450, lr=5e-4, lora_rank=0, warmup_steps=50),
 }
-# fixed when a run starts (the network's shape, its LoRA layers): --resume keeps the run's
-SIZES = ("model_size", "vocab_size", "max_text_len")  # of a network trained from scratch
+# fixed when a run starts (the network's shape, its LoRA layers): --resume keeps the run's.
+# SIZES: of a network trained from scratch
+SIZES = ("model_size", "vocab_size", "max_text_len", "tag_weight")
 NETWORK = (*SIZES, "lora_rank", "lora_alpha", "lora_dropout")
 AT_LEAST = dict(stage=1, max_steps=1, batch_size=1, grad_accum=1, warmup_steps=0, lora_rank=0,
                 log_every=1, eval_every=1, eval_batches=0, dev_docs=0, vocab_size=1, max_text_len=8,
-                lr=0.0, min_lr=0.0, grad_clip=0.0, flip_prob=0.0)
+                tag_weight=0.0, lr=0.0, min_lr=0.0, grad_clip=0.0, flip_prob=0.0)
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -284,7 +289,7 @@ def new_network(cfg: TrainConfig, src: data.Sources) -> tuple[M.Seq2Seq, tensors
         sys.exit(f"train.py: --vocab-size {cfg.vocab_size} is too small for this training text "
                  f"({e})")
     return M.Seq2Seq(M.ModelConfig(vocab_size=tok.vocab_size, **M.MODEL_SIZES[cfg.model_size],
-                                   max_text_len=cfg.max_text_len)), tok
+                                   max_text_len=cfg.max_text_len, tag_weight=cfg.tag_weight)), tok
 
 
 def resume_network(run: RunDir) -> tuple[M.Seq2Seq, tensors.Tokenizer]:

@@ -10,8 +10,10 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import evaluate
 import rmpl
+import schema as S
 import toy
 import train
+from run import RunDir
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,12 +277,17 @@ def test_an_unknown_link_rule_is_refused_before_any_work(tmp_path, capsys):
 
 def test_a_stage_from_a_checkpoint_keeps_its_network_sizes(world, tmp_path, capsys):
     """Stage 2 (or --init) keeps the network it starts from: a size flag that differs is refused (it was
-    ignored and recorded), one that agrees is fine, and rmpl.json records the sizes the network has."""
+    ignored and recorded), one that agrees is fine, and rmpl.json records the sizes the network has (its trigger
+    tagger's weight among them)."""
     args = ["--data", str(world), "--out", str(tmp_path), *FAST]
-    train.main([*args, "--model-size", "tiny", "--vocab-size", "600"])
-    for flag, value in [("--model-size", "base"), ("--vocab-size", "900"), ("--max-text-len", "64")]:
+    train.main([*args, "--model-size", "tiny", "--vocab-size", "600", "--tag-weight", "3"])
+    for flag, value in [("--model-size", "base"), ("--vocab-size", "900"), ("--max-text-len", "64"),
+                        ("--tag-weight", "0")]:
         assert exit_message([*args, "--stage", "2", flag, value]) == "2"
         assert "the network this stage starts from has" in capsys.readouterr().err
     train.main([*args, "--stage", "2", "--model-size", "tiny"])
     config = json.loads((tmp_path / "stage2" / "rmpl.json").read_text())["config"]
-    assert (config["model_size"], config["vocab_size"], config["max_text_len"]) == ("tiny", 600, 128)
+    assert (config["model_size"], config["vocab_size"], config["max_text_len"], config["tag_weight"]) == (
+        "tiny", 600, 128, 3.0)
+    net, _ = RunDir(tmp_path / "stage2").open()
+    assert net.cfg.tag_weight == 3.0 and net.tagger.out_features == 1 + len(S.EVENT_TYPES)

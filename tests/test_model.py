@@ -87,6 +87,24 @@ def test_loss_by_hand():
     torch.testing.assert_close(loss, sum(l * k for l, k in zip(by_hand, n)) / sum(n))  # token mean
 
 
+def test_the_tagging_loss_is_one_more_prediction_by_hand():
+    """tag_weight x each tagged example's mean tag cross-entropy, read from its encoder states; an untagged
+    example, or a model without the weight, gets nothing (and has no tagger)."""
+    batch = make_batch()
+    batch["tags"] = torch.full((3, 10), -1)
+    batch["tags"][0, 1:5], batch["tags"][2, 2] = torch.tensor([0, 3, 3, 0]), 0   # row 1 untagged
+    plain, tagged = tiny_model(), tiny_model(tag_weight=2.0)
+    assert not hasattr(plain, "tagger") and tagged.tagger.out_features == 9      # "no event" + 8 types
+    torch.testing.assert_close(tagged(batch, reduction="sum")[1] - plain(batch, reduction="sum")[1],
+                               2.0 * torch.stack([F.cross_entropy(
+                                   tagged.tagger(tagged.encode(batch)[0][b, :10])[batch["tags"][b] >= 0],
+                                   batch["tags"][b][batch["tags"][b] >= 0]) if b != 1 else torch.tensor(0.0)
+                                   for b in range(3)]))
+    _, mean = tagged(batch)
+    torch.testing.assert_close(mean, tagged(batch, reduction="sum")[1].sum() / (4 + 2 + 7 + 2))  # 2 tagged rows
+    torch.testing.assert_close(plain(batch)[1], plain(batch, reduction="sum")[1].sum() / 13)
+
+
 # ----------------------------------------------------------------------------- the grounding head
 NAN = float("nan")
 

@@ -42,6 +42,17 @@ def test_text_examples_known_answers():
     argument, = tasks.text_examples("text_argument", SENT)
     assert argument.prompt == ["<task:text_argument>", "<t:Life:Die>", "died", "<sep>", "a", "man", "died", "in", "Lorn"]
     assert argument.target == ["<t:Life:Die>", "died", "<r:Victim>", "man", "<r:Place>", "Lorn"]
+    die = 1 + list(S.EVENT_TYPES).index("Life:Die")
+    assert mention.word_tags == [0, 0, die, 0, 0] and argument.word_tags is None  # one tag per word
+    event, = tasks.text_examples("text_event", SENT)
+    assert event.word_tags == mention.word_tags
+
+
+def test_trigger_tags_cover_every_word_of_a_trigger():
+    attack, transport = (1 + list(S.EVENT_TYPES).index(t) for t in ("Conflict:Attack", "Movement:Transport"))
+    sent = Sentence("d", ("troops", "opened", "fire", "and", "left"),
+                    (TextEvent("Conflict:Attack", Span(1, 3)), TextEvent("Movement:Transport", Span(4, 5))))
+    assert tasks.trigger_tags(sent) == [0, attack, attack, 0, transport]
 
 
 def test_image_examples_known_answers():

@@ -242,7 +242,9 @@ def test_encode_and_collate(tmp_path):
                     "<loc_2>", "<loc_3>", "<loc_4>"], image=str(tmp_path / "i.png"), size=(40, 20))
     enc = [encode_example(ex, t, 8) for ex in (text, image)]
     batch = collate(enc, t.pad_id)
-    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids", "name_ids", "present"}
+    assert set(batch) == {"input_ids", "images", "has_image", "target_ids", "task_ids", "name_ids", "present",
+                          "tags"}
+    assert (batch["tags"] == -1).all()  # no word tags: nothing for the tagger
     assert batch["present"].isnan().all() and (batch["name_ids"] == PAD_ID).all()  # no relation question
     n_in, n_tgt = len(t.encode(text.prompt)), len(t.encode(text.target)) + 1
     assert batch["input_ids"].shape == (2, max(n_in, 2)) and batch["input_ids"].dtype == torch.long
@@ -255,6 +257,19 @@ def test_encode_and_collate(tmp_path):
     assert (batch["images"][0] == 0).all() and (batch["images"][1, :, :4] != 0).all()  # 40x20 -> 8x4 at top
     assert batch["has_image"].tolist() == [False, True] and batch["has_image"].dtype == torch.bool
     assert batch["task_ids"].tolist() == [schema.TASKS.index("text_event"), schema.TASKS.index("image_event")]
+
+
+def test_each_piece_of_a_word_gets_the_words_tag():
+    t = tok()
+    words = ["the", "rebels", "bombardedxq", "Aleppo"]  # an unseen word: several pieces
+    ex = Example("text_mention", ["<task:text_mention>", "<sep>", *words], [], word_tags=[0, 0, 3, 0])
+    e = encode_example(ex, t, 8)
+    pieces = [len(t.encode([w])) for w in words]
+    assert pieces[2] > 1 and len(e["input_ids"]) == 2 + sum(pieces)
+    assert e["tags"].tolist() == [-1, -1] + [tag for n, tag in zip(pieces, ex.word_tags) for _ in range(n)]
+    last = Example("text_event", ["<task:text_event>", *words], [], word_tags=[1])  # tags of the last words
+    batch = collate([e, encode_example(last, t, 8)], t.pad_id)  # tags pad with -1, like every untagged id
+    assert batch["tags"][1].tolist() == [-1] * (1 + sum(pieces[:3])) + [1] * pieces[3] + [-1]
 
 
 def test_the_grounding_names_are_padded_to_the_batch(tmp_path):

@@ -24,7 +24,7 @@ TextEE's own (split 1: 748 / 183 / 174 events, 1,120 / 280 / 259 arguments).
 ``run`` trains the text tasks with the project's train.py and scores the test sentences with evaluate.py.
 There is no image and no relation source here (SWiG, MNRE), so of RMPL's recipe the text half remains:
 
-    stage 1  --tasks text_event                      sentence -> all its events with arguments (unified EE)
+    stage 1  --tasks text_event --tag-weight 20      sentence -> all its events with arguments (unified EE)
     stage 2  --tasks text_mention,text_argument      RMPL's progressive step: mentions, then arguments per event
 
 Both stages, because stage 2 (mention identification, then argument extraction per predicted event) is what
@@ -33,7 +33,8 @@ argument role = TextEE's "Arg-C (attached)", AC+) and ``--unattached-args`` (tex
 (sentence, event type, argument span, role), trigger offsets not compared). Extraction decodes with rmpl.py's
 ``--no-event-bias``, chosen per split on its dev from the values given (default 0, 2, 4, 8): most real sentences
 have no event, and without a bias the model leaves most event sentences empty (real_text.md, "Why the model learns
-so little"). TextEE scores every sentence of the
+so little"). Stage 1 trains the encoder's trigger tagger (train.py --tag-weight, 20 by default here: real_text.md,
+section i). TextEE scores every sentence of the
 test split, event-free ones included, as strict does (no --keep-events). The budgets (steps, vocabulary,
 prompt length) are flags, saved in the result JSON; choose them on dev (the JSON has dev too), never on test.
 
@@ -164,7 +165,7 @@ def train_split(args, data: Path, runs: Path, result: dict) -> None:
     common = ["--data", str(data), "--out", str(runs), "--seed", str(args.seed), "--batch-size", str(args.batch_size),
               "--log-every", "50", "--dev-docs", "0"]
     stages = [(1, args.stage1_steps, ["--tasks", "text_event", "--vocab-size", str(args.vocab_size),
-                                      "--max-text-len", str(args.max_text_len)]),
+                                      "--max-text-len", str(args.max_text_len), "--tag-weight", str(args.tag_weight)]),
               (2, args.stage2_steps, ["--tasks", "text_mention,text_argument"])]
     for stage, steps, extra in stages:
         if (runs / f"stage{stage}" / "rmpl.json").exists():
@@ -370,6 +371,8 @@ def parse_args(argv=None):
             q.add_argument("--max-text-len", type=int, default=256,
                            help="prompt positions; longer prompts are cut and counted")
             q.add_argument("--seed", type=int, default=0)
+            q.add_argument("--tag-weight", type=float, default=20.0,
+                           help="train.py --tag-weight, the encoder's trigger tagging (real_text.md, section i)")
             q.add_argument("--no-event-bias", type=float, nargs="+", default=[0.0, 2.0, 4.0, 8.0],
                            help="rmpl.py --no-event-bias values to try on each split's dev; the best there is "
                                 "used on its test (real_text.md: one value chosen on split 1 dev did not carry "

@@ -4,11 +4,11 @@
 (``setup``), wraps the network (``ddp_model``), and meets the others at the all-reduces of the
 loss (tasks.multitask_loss) and of the gradients. Only rank 0 prints, evaluates and writes files.
 
-The vision tower and the grounding head are left out of DDP's own gradient averaging: a process
-whose slice of the batch holds no image (no relation question with a picture) never runs the tower
-(the head), and DDP would then need ``find_unused_parameters`` (a graph traversal every step, and a
-warning whenever nothing was left out). ``average_tower_grads`` averages their gradients by hand
-instead, exactly as DDP would.
+The vision tower, the grounding head and the trigger tagger are left out of DDP's own gradient
+averaging: a process whose slice of the batch holds no image (no relation question with a picture,
+no tagged sentence) never runs the tower (the head, the tagger), and DDP would then need
+``find_unused_parameters`` (a graph traversal every step, and a warning whenever nothing was left
+out). ``average_tower_grads`` averages their gradients by hand instead, exactly as DDP would.
 
 What this file does not do: sample the global batch (tensors.TaskSampler gives each rank its
 slice), or decide when to synchronise (train.py).
@@ -55,18 +55,24 @@ def setup(device: str) -> Dist:
     return env
 
 
-HAND_AVERAGED = ("vision", "grounding")  # the modules a slice of the batch may leave out
+# the modules a slice of the batch may leave out (the tagger where the network has one)
+HAND_AVERAGED = ("vision", "grounding", "tagger")
+
+
+def hand_averaged(net: M.Seq2Seq) -> list[str]:
+    return [name for name in HAND_AVERAGED if hasattr(net, name)]
 
 
 def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
-    """DDP over the network but its vision tower and grounding head, which a slice without images
-    leaves out of the graph (find_unused_parameters would traverse the graph every step, and warn
-    whenever nothing was left out): average_tower_grads averages their gradients. Their buffers
+    """DDP over the network but its vision tower, grounding head and tagger, which a slice without
+    images (tagged sentences) leaves out of the graph (find_unused_parameters would traverse the
+    graph every step, and warn whenever nothing was left out): average_tower_grads averages their
+    gradients. Their buffers
     (BatchNorm's statistics, the head's count of grounding targets) stay per process: processes
     make different numbers of forwards (text, image sub-batch); average_tower_grads unites the
     head's known name pieces."""
     DDP = torch.nn.parallel.DistributedDataParallel
-    ignored = [f"{name}.{n}" for name in HAND_AVERAGED
+    ignored = [f"{name}.{n}" for name in hand_averaged(net)
                for n, _ in (*net.get_submodule(name).named_parameters(),
                             *net.get_submodule(name).named_buffers())]
     DDP._set_params_and_buffers_to_ignore_for_model(net, ignored)
@@ -74,11 +80,11 @@ def ddp_model(net: M.Seq2Seq) -> torch.nn.parallel.DistributedDataParallel:
 
 
 def average_tower_grads(net: M.Seq2Seq, world: int) -> None:
-    """The vision tower's and the grounding head's gradients averaged over the processes as DDP
-    averages the others: a process whose slices did not use a module adds zeros; if none did, they
-    stay None, as in one process (AdamW then leaves it alone). The head's record of the name pieces
-    it was trained on becomes the union of the processes' (rank 0 saves it)."""
-    for name in HAND_AVERAGED:
+    """The vision tower's, the grounding head's and the tagger's gradients averaged over the
+    processes as DDP averages the others: a process whose slices did not use a module adds zeros;
+    if none did, they stay None, as in one process (AdamW then leaves it alone). The head's record
+    of the name pieces it was trained on becomes the union of the processes' (rank 0 saves it)."""
+    for name in hand_averaged(net):
         _average(net.get_submodule(name), world)
     dist.all_reduce(net.grounding.known, op=dist.ReduceOp.MAX)
 

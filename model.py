@@ -19,9 +19,9 @@
   it inside every weights file, so a network rebuilds from its own file.
 * With ``tag_weight`` > 0 a linear tagger reads the encoder's text positions and names each word's
   event type, or none (tensors.piece_tags): a sentence-level target gives the encoder one signal
-  per sentence (its first target token says "event" or "nothing"), the tags one per word. On a
-  few thousand real sentences, trained from scratch, that raised dev text mention F1 on every
-  split measured (experiments/real_text.md, section i). Decoding does not read the tagger.
+  per sentence (its first target token says "event" or "nothing"), the tags one per word, which a
+  network trained from scratch on a few thousand real sentences lacks (what it bought on dev and
+  test: experiments/real_text.md, section i). Decoding does not read the tagger.
 * ``example_losses`` feeds a list of encoded examples through the network (text-only and image
   examples as two sub-batches) for train.py's loss; ``dev_loss`` is its mean per task.
 

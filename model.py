@@ -425,9 +425,9 @@ class Seq2Seq(nn.Module):
     def tagging_loss(self, batch, memory) -> torch.Tensor:
         """(B,) tag_weight times each tagged example's mean cross-entropy of the trigger tags of
         its words (tensors.piece_tags), read from the encoder's text positions; 0 elsewhere."""
-        tags = batch.get("tags")
-        if not self.cfg.tag_weight or tags is None or not (tags >= 0).any():
+        if not self.tagged(batch).any():
             return memory.new_zeros(memory.size(0))
+        tags = batch["tags"]
         logits = self.tagger(memory[:, :tags.size(1)]).float()               # (B, T, tags)
         ce = F.cross_entropy(logits.flatten(0, 1), tags.flatten(), ignore_index=-1,
                              reduction="none").view(tags.shape)

@@ -107,16 +107,14 @@ def text_examples(task: str, sent: S.Sentence) -> list[Example]:
     """The examples one sentence gives to a text task (text_event, text_mention, text_argument)."""
     w = sent.words
 
-    def example(prompt, target):
-        return Example(task, prompt, target,
+    def example(prompt, target, word_tags=None):
+        return Example(task, prompt, target, word_tags=word_tags,
                                meta={"id": sent.id})  # the id names it in errors
 
     if task in ("text_event", "text_mention"):
         events = (sent.events if task == "text_event"
                   else [S.TextEvent(e.event_type, e.trigger) for e in sent.events])
-        ex = example(text_prompt(task, w), S.linearise(events, w))
-        ex.word_tags = trigger_tags(sent)
-        return [ex]
+        return [example(text_prompt(task, w), S.linearise(events, w), trigger_tags(sent))]
     if task == "text_argument":
         return [example(argument_prompt(e, w), S.linearise([e], w)) for e in sent.events]
     raise ValueError(f"{task} is not a text task")
